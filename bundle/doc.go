@@ -1,0 +1,21 @@
+// Package bundle owns a runc-v2 task directory as the delete path sees it:
+// reading it best-effort and taking it apart without ever deleting through a
+// mount point.
+//
+// It owns:
+//   - validating the task id and namespace before any path is built from them
+//     (containerd's identifier rule: no "..", no "/", not empty, at most 76
+//     characters);
+//   - Load: every file of the task directory (runtime, init.pid,
+//     options.json, config.json, the work link, address) and runc's own
+//     state.json, each of which may be missing, empty or garbage; every such
+//     problem is recorded in Bundle.Problems and none is fatal;
+//   - UnmountAll: unmounting every mount at or below a path, deepest first,
+//     with a detach fallback, verified against mountinfo;
+//   - RemoveAll: removing a tree while refusing to cross a mount point;
+//   - RemoveDeadSocket: removing a dead shim's socket named in `address`.
+//
+// It never signals a process, never touches a cgroup, never runs the
+// runtime binary, and never removes anything through a mount point: a path
+// that is (or may be) a mount point is left in place and named in the error.
+package bundle
