@@ -1,0 +1,402 @@
+package shim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/bundle"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/cgroups"
+)
+
+// DefaultTimeout bounds a whole delete. containerd gives the delete command
+// 5 s (io.containerd.timeout.shim.cleanup); we finish, or give up on a step,
+// well inside it.
+const DefaultTimeout = 4 * time.Second
+
+// ErrUnsafe is wrapped by Delete's error when something under the bundle
+// could not be made safe to delete: a mount that would not go away, or a
+// proven container process that survived. Nothing under the bundle was
+// removed then.
+var ErrUnsafe = errors.New("task directory left in place")
+
+// Request names the task to delete.
+type Request struct {
+	Namespace string
+	ID        string
+	// Bundle is the task directory; "" means the working directory.
+	Bundle string
+	// Timeout bounds the whole delete; 0 means DefaultTimeout.
+	Timeout time.Duration
+}
+
+// Delete is the delete path. It runs the steps below in order, each
+// best-effort and idempotent, and returns the report of what each did and
+// could not do. It returns an error only when the request itself is invalid
+// (nothing is touched then) or when ErrUnsafe applies.
+//
+//  1. resolve  – the task directory: Request.Bundle, else the working
+//     directory; its base name must be the id. Locked against a concurrent
+//     delete of the same task.
+//  2. load     – every file of it and runc's state, best-effort (package bundle).
+//  3. kill     – every process proven to be the container's (verified init
+//     via pidfd, and the cgroups), wait until gone, then the runtime's own
+//     `delete --force` when its binary and state exist (poststop hooks).
+//  4. release  – the cgroups in every hierarchy, and runc's state directory.
+//  5. unmount  – everything under the task directory, deepest first.
+//  6. remove   – the task directory and its work directory, never through a
+//     mount point; the dead shim's socket.
+//  7. respond  – Report.StopStatus is the DeleteResponse containerd expects.
+func Delete(ctx context.Context, req Request) (*Report, error) {
+	start := time.Now()
+	timeout := req.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	d := &deletion{req: req, rep: &Report{Namespace: req.Namespace, ID: req.ID, ExitedAt: time.Now()}}
+	defer func() { d.rep.Duration = time.Since(start) }()
+
+	unlock, err := d.resolve()
+	if err != nil {
+		return d.rep, err
+	}
+	defer unlock()
+
+	d.run(ctx, StepLoad, d.load)
+	d.run(ctx, StepKill, d.kill)
+	d.run(ctx, StepRelease, d.release)
+	d.run(ctx, StepUnmount, d.unmount)
+	d.run(ctx, StepRemove, d.remove)
+	return d.rep, d.unsafe()
+}
+
+// Names of the delete path's steps, as they appear in the report.
+const (
+	StepResolve = "resolve"
+	StepLoad    = "load"
+	StepKill    = "kill"
+	StepRelease = "release"
+	StepUnmount = "unmount"
+	StepRemove  = "remove"
+)
+
+// deletion is one run of the delete path: what the steps learn and hand on.
+type deletion struct {
+	req  Request
+	rep  *Report
+	path string
+
+	b       *bundle.Bundle
+	cgroups *cgroups.Set
+
+	// survivors is set by kill when a proven container process is still
+	// alive; mountsLeft by unmount. Either keeps remove from touching the
+	// task directory.
+	survivors  bool
+	mountsLeft bool
+	// removeLeft is set by remove when the task directory could not be
+	// removed whole.
+	removeLeft bool
+}
+
+// unsafe returns ErrUnsafe, with why, when the task directory had to be
+// left in place; containerd must then not remove it either.
+func (d *deletion) unsafe() error {
+	var why []string
+	if d.survivors {
+		why = append(why, "a container process survived")
+	}
+	if d.mountsLeft {
+		why = append(why, "a mount under it could not be removed")
+	}
+	if d.removeLeft {
+		why = append(why, "it could not be removed whole")
+	}
+	if len(why) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %s: %s", ErrUnsafe, d.path, strings.Join(why, "; "))
+}
+
+// run times one step and records its result.
+func (d *deletion) run(ctx context.Context, name string, step func(context.Context, *StepReport)) {
+	s := StepReport{Step: name}
+	t := time.Now()
+	step(ctx, &s)
+	s.Duration = time.Since(t)
+	d.rep.Steps = append(d.rep.Steps, s)
+}
+
+// resolve is step 1. It validates the request before any path is built
+// from it, finds the task directory and takes an exclusive lock on it, so
+// that a second delete of the same task waits and then finds it gone.
+func (d *deletion) resolve() (unlock func(), err error) {
+	s := StepReport{Step: StepResolve}
+	t := time.Now()
+	defer func() {
+		s.Duration = time.Since(t)
+		if err != nil {
+			s.fail(err)
+		}
+		d.rep.Steps = append(d.rep.Steps, s)
+	}()
+
+	if err := bundle.ValidateNamespace(d.req.Namespace); err != nil {
+		return nil, fmt.Errorf("resolve: %w", err)
+	}
+	if err := bundle.ValidateID(d.req.ID); err != nil {
+		return nil, fmt.Errorf("resolve: %w", err)
+	}
+	path := d.req.Bundle
+	if path == "" {
+		if path, err = os.Getwd(); err != nil {
+			return nil, fmt.Errorf("resolve: no -bundle and no working directory: %w", err)
+		}
+	}
+	if path, err = filepath.Abs(path); err != nil {
+		return nil, fmt.Errorf("resolve: %w", err)
+	}
+	if filepath.Base(path) != d.req.ID {
+		return nil, fmt.Errorf("resolve: bundle %s is not the task directory of %q", path, d.req.ID)
+	}
+	d.path = path
+	d.rep.Bundle = path
+	s.done(path)
+
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			s.note("task directory already gone")
+			return func() {}, nil
+		}
+		return nil, fmt.Errorf("resolve: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("resolve: lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// load is step 2: every file of the task directory and runc's state,
+// best-effort. Each problem is reported; none stops the delete.
+func (d *deletion) load(ctx context.Context, s *StepReport) {
+	b, err := bundle.Load(d.path, d.req.Namespace, d.req.ID)
+	if err != nil {
+		// Load fails only on what resolve already validated.
+		s.fail(err)
+		b = &bundle.Bundle{Path: d.path, Namespace: d.req.Namespace, ID: d.req.ID, Missing: true}
+	}
+	d.b = b
+	if b.Missing {
+		s.note("task directory missing")
+	}
+	for _, p := range b.Problems {
+		s.problem(p)
+	}
+	if b.State != nil {
+		d.rep.Pid = b.State.InitProcessPid
+	} else if b.InitPid > 0 {
+		d.rep.Pid = b.InitPid
+	}
+	set, errs := cgroups.Find(evidence(b))
+	d.cgroups = set
+	for _, e := range errs {
+		s.problem(fmt.Errorf("cgroups: %w", e))
+	}
+	if s.Outcome == "" {
+		s.done("")
+	}
+}
+
+// evidence is what the bundle tells about the container's cgroups.
+func evidence(b *bundle.Bundle) cgroups.Evidence {
+	var ev cgroups.Evidence
+	if b.State != nil {
+		ev.StatePaths = b.State.CgroupPaths
+		if ev.CgroupsPath == "" && b.State.Config.Cgroups != nil {
+			ev.Systemd = b.State.Config.Cgroups.Systemd
+		}
+	}
+	if b.Spec != nil && b.Spec.Linux != nil {
+		ev.CgroupsPath = b.Spec.Linux.CgroupsPath
+	}
+	if b.Options != nil && b.Options.SystemdCgroup {
+		ev.Systemd = true
+	}
+	return ev
+}
+
+// kill is step 3. It signals only what is proven to be the container's:
+// runc's init pid whose start time still matches (through a pidfd), and the
+// members of the container's cgroups; a pid named only by init.pid is
+// signalled only if it is in those cgroups. It waits until they are gone,
+// then lets the runtime delete the (now stopped) container itself.
+func (d *deletion) kill(ctx context.Context, s *StepReport) {
+	b := d.b
+	killCtx, cancel := context.WithTimeout(ctx, killTimeout)
+	defer cancel()
+
+	var (
+		wg         sync.WaitGroup
+		initKilled bool
+		initErr    error
+		initWhat   string
+	)
+	switch {
+	case b.State != nil && b.State.InitProcessPid > 0:
+		pid, st := b.State.InitProcessPid, b.State.InitProcessStartTime
+		initWhat = fmt.Sprintf("init %d (start time verified)", pid)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			initKilled, initErr = cgroups.KillVerified(killCtx, pid, st)
+		}()
+	case b.InitPid > 0 && len(d.cgroups.Dirs) > 0:
+		pid := b.InitPid
+		initWhat = fmt.Sprintf("init %d (member of the container's cgroup)", pid)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			initKilled, initErr = d.cgroups.KillMember(killCtx, pid)
+		}()
+	case b.InitPid > 0:
+		if unix.Kill(b.InitPid, 0) == nil {
+			s.problem(fmt.Errorf("init.pid names live pid %d, but nothing proves it is the container's: not signalled", b.InitPid))
+		}
+	}
+
+	n, err := d.cgroups.Kill(killCtx)
+	wg.Wait()
+	switch {
+	case initErr != nil:
+		d.survivors = true
+		s.fail(fmt.Errorf("%s: %w", initWhat, initErr))
+	case initKilled:
+		s.done("killed " + initWhat)
+	}
+	if err != nil {
+		d.survivors = true
+		s.fail(err)
+	} else if n > 0 {
+		s.done(fmt.Sprintf("killed %d processes in %d cgroups", n, len(d.cgroups.Dirs)))
+	}
+
+	d.runtimeDelete(ctx, s)
+	if s.Outcome == "" {
+		s.nothing("no live process of the container")
+	}
+}
+
+// killTimeout bounds killing and waiting for the container's processes.
+const killTimeout = 2 * time.Second
+
+// release is step 4: the container's cgroups in every hierarchy, then
+// runc's state directory if the runtime did not remove it.
+func (d *deletion) release(ctx context.Context, s *StepReport) {
+	removed, err := d.cgroups.Remove(ctx)
+	if len(removed) > 0 {
+		s.done(fmt.Sprintf("removed %d cgroups", len(removed)))
+	}
+	if err != nil {
+		s.fail(err)
+	}
+	switch ok, err := isRuncState(d.b.StateDir); {
+	case err != nil:
+		s.fail(err)
+	case ok:
+		if err := bundle.RemoveAll(d.b.StateDir); err != nil {
+			s.fail(fmt.Errorf("runc state: %w", err))
+		} else {
+			s.done("removed runc state " + d.b.StateDir)
+		}
+	}
+	if s.Outcome == "" {
+		s.nothing("no cgroup or runc state left")
+	}
+}
+
+// isRuncState reports whether dir exists and looks like a runc state
+// directory (it holds state.json, or is empty): options.json may name any
+// root, and nothing else is removed on its say-so.
+func isRuncState(dir string) (bool, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return false, nil
+		}
+		return false, fmt.Errorf("runc state %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		if e.Name() == "state.json" {
+			return true, nil
+		}
+	}
+	if len(entries) == 0 {
+		return true, nil
+	}
+	return false, fmt.Errorf("runc state %s: holds no state.json: left in place", dir)
+}
+
+// unmount is step 5: every mount at or below the task directory, deepest
+// first. A mount that stays keeps step 6 from touching the task directory.
+func (d *deletion) unmount(ctx context.Context, s *StepReport) {
+	unmounted, err := bundle.UnmountAll(d.path)
+	if len(unmounted) > 0 {
+		s.done(fmt.Sprintf("unmounted %d: %s", len(unmounted), strings.Join(unmounted, " ")))
+	}
+	if err != nil {
+		d.mountsLeft = true
+		s.fail(err)
+	}
+	if s.Outcome == "" {
+		s.nothing("no mount under the task directory")
+	}
+}
+
+// remove is step 6: the task directory and its work directory, never
+// through a mount point, and the dead shim's socket.
+func (d *deletion) remove(ctx context.Context, s *StepReport) {
+	if d.b.Address != "" {
+		removed, err := bundle.RemoveDeadSocket(d.b.Address)
+		if err != nil {
+			s.problem(err)
+		} else if removed {
+			s.done("removed dead shim socket " + d.b.Address)
+		}
+	}
+	if d.mountsLeft || d.survivors {
+		s.fail(fmt.Errorf("%w: %s", ErrUnsafe, d.path))
+		return
+	}
+	if !d.b.Missing {
+		if err := bundle.RemoveAll(d.path); err != nil {
+			// Whatever stopped us may be a mount: containerd's own removal
+			// after a zero exit would cross it.
+			d.removeLeft = true
+			s.fail(err)
+		} else {
+			s.done("removed task directory")
+		}
+	}
+	if d.b.WorkDir != "" {
+		if err := bundle.RemoveAll(d.b.WorkDir); err != nil {
+			s.fail(err)
+		} else {
+			s.done("removed work directory " + d.b.WorkDir)
+		}
+	}
+	if s.Outcome == "" {
+		s.nothing("task directory already gone")
+	}
+}
