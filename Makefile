@@ -7,7 +7,7 @@ UPSTREAM  := $(BIN)/upstream/containerd-shim-runc-v2
 CONTAINERD17 := $(BIN)/containerd-1.7/containerd
 GOTEST    ?= $(GO) test
 
-.PHONY: all build upstream containerd17 install test unit e2e vet demo bench clean FORCE
+.PHONY: all deps build upstream containerd17 install test unit e2e vet demo bench clean FORCE
 
 all: build
 
@@ -26,6 +26,17 @@ containerd17: $(CONTAINERD17)
 $(CONTAINERD17): tests/containerd17/go.mod tests/containerd17/main.go
 	cd tests/containerd17 && $(GO) build -trimpath -tags "no_btrfs no_devmapper no_zfs" -o ../../$@ .
 
+# Debian's containerd, runc and busybox-static, installed when missing (root).
+deps:
+	@missing=""; \
+	for p in containerd:containerd runc:runc busybox:busybox-static; do \
+		PATH="$$PATH:/usr/sbin:/sbin" command -v $${p%%:*} >/dev/null 2>&1 || missing="$$missing $${p#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
 install: build
 	install -D -m 0755 $(SHIM) $(DESTDIR)$(PREFIX)/bin/containerd-shim-runc-v2-robust
 
@@ -41,9 +52,9 @@ unit:
 e2e: build upstream
 	$(GOTEST) -count=1 -v -timeout 60m ./tests/e2e/
 
-test: vet unit e2e
+test: deps vet unit e2e
 
-demo: build
+demo: deps build
 	./tests/demo.sh
 
 clean:
