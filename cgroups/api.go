@@ -1,67 +1,290 @@
 package cgroups
 
-// API contract for package cgroups. The implementing helper replaces the
-// panics with real code and may split this file; the exported names and
-// signatures below are what package shim calls.
-
 import (
 	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
 )
 
-// Evidence is what a container's cgroups are found from.
+// Evidence is what a container's cgroups are found from. Every field may be
+// empty or garbage: bad fields turn into errors from Find, never into a
+// directory outside the container.
 type Evidence struct {
 	// StatePaths is runc state.json's cgroup_paths: v1 subsystem (or
 	// "name=systemd") -> absolute directory; "" -> unified directory.
+	// The keys are informational: each directory is placed by the cgroup
+	// mount it lies in, and its cgroup path is also looked up in every
+	// other mounted hierarchy.
 	StatePaths map[string]string
 	// CgroupsPath is the spec's linux.cgroupsPath: a cgroupfs path such as
-	// "/default/ctr" or systemd's "slice:prefix:name".
+	// "/default/ctr" or systemd's "slice:prefix:name". A relative cgroupfs
+	// path is taken relative to the calling process's cgroup (v1) or its
+	// parent (v2), as runc does. Empty means no evidence (runc's systemd
+	// default "system.slice:runc:<id>" needs the id, which is not known
+	// here).
 	CgroupsPath string
 	// Systemd says CgroupsPath is in systemd form (options SystemdCgroup);
-	// a path of the form "a:b:c" is taken as systemd form anyway.
+	// a path of the form "a:b:c" without '/' is taken as systemd form anyway.
 	Systemd bool
 }
 
 // Set is one container's cgroups: one absolute directory per mounted
 // hierarchy that has (or had) it. Directories that no longer exist are kept;
 // every operation counts them as already released.
+//
+// A Set built by Find carries what it learned about each directory; a Set
+// built by hand (Set{Dirs: ...}) is validated again by every operation with
+// the same rules as Find, and rejected directories are reported as errors
+// and left alone. The zero Set and a nil *Set hold nothing.
 type Set struct {
 	Dirs []string
+
+	dirs []dirInfo // resolved by Find, parallel to Dirs
 }
 
 // Find maps the evidence onto the cgroup filesystems mounted now (from
-// /proc/self/mountinfo): every v1 hierarchy, a cgroup2 mount, or both
-// (hybrid). A directory is accepted only when it lies strictly below the root
-// of a mounted cgroup filesystem and does not hold (nor is an ancestor of the
-// cgroup of) the calling process; rejected candidates are returned as errors
-// next to the set. An empty Set with no evidence is not an error.
-func Find(ev Evidence) (*Set, []error) { panic("todo") }
+// /proc/self/mountinfo): every v1 hierarchy, a cgroup2 mount at any
+// mountpoint, or both (hybrid), minding each mount's root field. State
+// paths and the cgroupsPath are used together and deduplicated: one
+// directory per hierarchy and cgroup path, the first mount that reaches it
+// wins (a hierarchy mounted twice yields one directory).
+//
+// A directory is accepted only when it lies strictly below the root of a
+// mounted cgroup filesystem, is not a hierarchy's root cgroup, has no ".."
+// in the evidence, and does not hold (nor is an ancestor of the cgroup of)
+// the calling process, its parent, or pid 1; rejected candidates are
+// returned as errors next to the set. A cgroup path refused in one
+// hierarchy is dropped from all of them (runc uses one path everywhere, and
+// a container's cgroup never holds those processes). The returned Set is
+// never nil. An empty Set with no evidence is not an error. Find does not
+// check that the directories exist.
+func Find(ev Evidence) (*Set, []error) {
+	t, err := loadTable()
+	if err != nil {
+		return &Set{}, []error{fmt.Errorf("find cgroups: %w", err)}
+	}
+	return t.find(ev)
+}
 
-// Kill kills every process in the set's directories and their descendant
-// cgroups (v2: cgroup.kill; else freeze, SIGKILL each member through a pidfd,
-// thaw; repeated until empty) and waits until every directory is empty or
-// ctx is done. It returns how many processes it signalled; the error names
-// each directory that still has processes.
-func (s *Set) Kill(ctx context.Context) (signalled int, err error) { panic("todo") }
+// resolve returns the set's directories with what is known about them,
+// validating a hand-built set against the mounts, and rechecks against the
+// guarded processes' current cgroups (they may have moved since Find).
+func (s *Set) resolve() ([]dirInfo, []error) {
+	if s == nil || len(s.Dirs) == 0 {
+		return nil, nil
+	}
+	var (
+		dirs []dirInfo
+		errs []error
+	)
+	if s.cached() {
+		dirs = s.dirs
+	} else {
+		t, err := loadTable()
+		if err != nil {
+			return nil, []error{fmt.Errorf("validate cgroups: %w", err)}
+		}
+		for _, p := range s.Dirs {
+			d, err := t.classify(p)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("refuse cgroup: %w", err))
+				continue
+			}
+			dirs = append(dirs, d)
+		}
+		return dirs, errs
+	}
+	g, err := guardedNow()
+	if err != nil {
+		return nil, []error{fmt.Errorf("validate cgroups: %w", err)}
+	}
+	ok := make([]dirInfo, 0, len(dirs))
+	for _, d := range dirs {
+		if err := g.check(d); err != nil {
+			errs = append(errs, fmt.Errorf("refuse cgroup: %w", err))
+			continue
+		}
+		ok = append(ok, d)
+	}
+	return ok, errs
+}
 
-// Contains reports whether pid is a member of one of the set's cgroups (by
-// /proc/<pid>/cgroup), and is false when the process is gone.
-func (s *Set) Contains(pid int) bool { panic("todo") }
+// cached reports whether s.dirs (from Find) still describes s.Dirs.
+func (s *Set) cached() bool {
+	if len(s.dirs) != len(s.Dirs) {
+		return false
+	}
+	for i, d := range s.dirs {
+		if d.path != s.Dirs[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// guardedNow is a table holding only the guarded processes' cgroups.
+func guardedNow() (*table, error) {
+	t := &table{}
+	for _, g := range guardedPids() {
+		paths, err := readProcCgroup(g.pid)
+		if err != nil {
+			if g.pid == os.Getpid() {
+				return nil, fmt.Errorf("read own cgroups: %w", err)
+			}
+			continue
+		}
+		t.guarded = append(t.guarded, guarded{pid: g.pid, what: g.what, paths: paths})
+	}
+	return t, nil
+}
+
+// member reports whether a process with these cgroups (from
+// /proc/<pid>/cgroup) is in one of dirs or below it.
+func member(paths map[string]string, dirs []dirInfo) bool {
+	for _, d := range dirs {
+		p, ok := paths[d.key]
+		if ok && (p == d.cg || strings.HasPrefix(p, d.cg+"/")) {
+			return true
+		}
+	}
+	return false
+}
+
+// isMember reports whether pid is alive (not a zombie) and in one of dirs.
+// A process that is gone is (false, nil).
+func isMember(pid int, dirs []dirInfo) (bool, error) {
+	_, ok, err := memberCgroups(pid, dirs)
+	return ok, err
+}
+
+// memberCgroups is isMember that also returns the process's cgroups.
+func memberCgroups(pid int, dirs []dirInfo) (map[string]string, bool, error) {
+	st, err := readStat(pid)
+	if err != nil {
+		if errors.Is(err, errGone) {
+			return nil, false, nil
+		}
+		return nil, false, err
+	}
+	if st.exited() {
+		return nil, false, nil
+	}
+	paths, err := readProcCgroup(pid)
+	if err != nil {
+		if errors.Is(err, errGone) {
+			return nil, false, nil
+		}
+		return nil, false, err
+	}
+	return paths, member(paths, dirs), nil
+}
+
+// Contains reports whether pid is a member of one of the set's cgroups or
+// their descendants (by /proc/<pid>/cgroup), and is false when the process
+// is gone or a zombie, when pid is not positive, and when /proc cannot be
+// read.
+func (s *Set) Contains(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	dirs, _ := s.resolve()
+	ok, err := isMember(pid, dirs)
+	return err == nil && ok
+}
+
+// guardedPid returns what a guarded pid is ("" when pid is not guarded).
+func guardedPid(pid int) string {
+	for _, g := range guardedPids() {
+		if g.pid == pid {
+			return g.what
+		}
+	}
+	return ""
+}
 
 // KillMember kills pid only if, after a pidfd to it is open, it is a member
-// of the set; then waits until it has exited or ctx is done. killed is false
-// when pid is gone or not a member.
-func (s *Set) KillMember(ctx context.Context, pid int) (killed bool, err error) { panic("todo") }
-
-// Remove removes the set's directories in every hierarchy, descendant
-// cgroups first, with bounded retries and backoff (EBUSY while the last
-// processes exit). A missing directory is success. It returns the
-// directories it removed; the error names each directory left.
-func (s *Set) Remove(ctx context.Context) (removed []string, err error) { panic("todo") }
+// of the set (see Contains); then waits until it has exited (a zombie
+// counts as exited) or ctx is done. killed is false when pid is gone, a
+// zombie, or not a member; the error is then nil unless some of the set's
+// directories were refused (see Set). It refuses (error) a pid that is
+// not positive, the calling process, its parent, or pid 1. When ctx ends
+// before the process exits, killed is true and the error wraps ctx.Err().
+func (s *Set) KillMember(ctx context.Context, pid int) (killed bool, err error) {
+	if err := checkPid(pid); err != nil {
+		return false, err
+	}
+	dirs, errs := s.resolve()
+	if len(dirs) == 0 {
+		return false, errors.Join(errs...)
+	}
+	fd, err := pidfdOpen(pid)
+	if err != nil {
+		if errors.Is(err, errGone) {
+			return false, nil
+		}
+		return false, fmt.Errorf("kill member: %w", err)
+	}
+	defer closeFd(fd)
+	ok, err := isMember(pid, dirs)
+	if err != nil {
+		return false, fmt.Errorf("kill member: check pid %d: %w", pid, err)
+	}
+	if !ok {
+		return false, errors.Join(errs...) // refused directories, if any
+	}
+	return killAndWait(ctx, fd, pid)
+}
 
 // KillVerified kills pid only if, after a pidfd to it is open, its start time
 // (field 22 of /proc/<pid>/stat, clock ticks since boot, as runc records it)
-// equals startTime; then waits until it has exited or ctx is done. killed is
-// false when the pid is gone or belongs to another process.
+// equals startTime; then waits until it has exited (a zombie counts as
+// exited) or ctx is done. killed is false, with a nil error, when the pid is
+// gone, a zombie, or belongs to another process. It refuses (error) a pid
+// that is not positive, the calling process, its parent, or pid 1. When ctx
+// ends before the process exits, killed is true and the error wraps
+// ctx.Err().
 func KillVerified(ctx context.Context, pid int, startTime uint64) (killed bool, err error) {
-	panic("todo")
+	if err := checkPid(pid); err != nil {
+		return false, err
+	}
+	fd, err := pidfdOpen(pid)
+	if err != nil {
+		if errors.Is(err, errGone) {
+			return false, nil
+		}
+		return false, fmt.Errorf("kill verified: %w", err)
+	}
+	defer closeFd(fd)
+	st, err := readStat(pid)
+	if err != nil {
+		if errors.Is(err, errGone) {
+			return false, nil
+		}
+		return false, fmt.Errorf("kill verified: %w", err)
+	}
+	if st.exited() || st.startTime != startTime {
+		return false, nil
+	}
+	return killAndWait(ctx, fd, pid)
+}
+
+func checkPid(pid int) error {
+	if pid <= 0 {
+		return fmt.Errorf("kill pid %d: not a valid pid", pid)
+	}
+	if what := guardedPid(pid); what != "" {
+		return fmt.Errorf("kill pid %d: refusing to signal %s", pid, what)
+	}
+	return nil
+}
+
+// killAndWait signals the verified process behind fd and waits for its exit.
+func killAndWait(ctx context.Context, fd, pid int) (bool, error) {
+	sent, err := pidfdKill(fd, pid)
+	if err != nil || !sent {
+		return false, err
+	}
+	return true, waitPidfd(ctx, fd, pid)
 }

@@ -1,18 +1,30 @@
 // Package cgroups owns a dead container's cgroups and the processes in them:
-// finding the cgroup directories from the evidence (runc's state, else the
-// spec's cgroupsPath, in cgroupfs or systemd "slice:prefix:name" form),
-// killing every process that is proven to belong to the container, waiting
-// until they are gone, and removing the directories in every hierarchy
-// (cgroup v1, v2, and hybrid).
+// finding the cgroup directories from the evidence (runc's state and the
+// spec's cgroupsPath, in cgroupfs or systemd "slice:prefix:name" form,
+// mapped onto every mounted hierarchy: cgroup v1, v2 at any mountpoint, and
+// hybrid), killing every process that is proven to belong to the container,
+// waiting until they are gone, and removing the directories, descendant
+// cgroups first.
 //
 // Proof of membership is either the process's presence in one of the
-// container's cgroup directories, or, for the init process, a pid whose start
-// time matches runc's state. A pid read from a file is a claim and is never
-// signalled on its own. Processes are signalled through pidfds opened before
-// the proof is checked, so a reused pid is never hit.
+// container's cgroup directories (by /proc/<pid>/cgroup), or, for the init
+// process, a pid whose start time matches runc's state. A pid read from a
+// file (cgroup.procs, init.pid) is a claim and is never signalled on its
+// own. Processes are signalled through pidfds opened before the proof is
+// checked, so a reused pid is never hit, and waited for by polling those
+// pidfds. A zombie counts as exited everywhere.
 //
-// It never signals a process outside the container's cgroups, never touches a
-// hierarchy's root cgroup or a cgroup that holds the calling process, never
-// follows a path outside a mounted cgroup filesystem, and never reads or
-// removes anything in the task directory.
+// Killing freezes the cgroups first (v1 freezer, or v2 cgroup.freeze where
+// cgroup.kill is missing) so nothing forks while members are listed, uses
+// cgroup.kill where cgroup2 has it, and always thaws again so that a paused
+// container's processes can die. Every wait is bounded by the caller's
+// context or by a small retry budget, and errors name the path or pid.
+//
+// It never signals a process outside the container's cgroups, nor the
+// calling process, its parent or pid 1; never touches a hierarchy's root
+// cgroup or a cgroup that holds (or is an ancestor of the cgroup of) one of
+// those processes; never follows a path outside a mounted cgroup filesystem
+// nor descends into another mount; and never reads or removes anything in
+// the task directory. It does not log: every operation returns what it did
+// and its errors.
 package cgroups

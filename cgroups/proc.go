@@ -1,0 +1,92 @@
+package cgroups
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// errGone says a process no longer exists (or is a zombie).
+var errGone = errors.New("process is gone")
+
+// readProcCgroup parses /proc/<pid>/cgroup into hierarchy key -> cgroup
+// path: "" for the cgroup2 line "0::/path", else the v1 controllers field
+// ("memory", "cpu,cpuacct", "name=systemd"). A missing process is errGone.
+func readProcCgroup(pid int) (map[string]string, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH) {
+			return nil, fmt.Errorf("read cgroups of pid %d: %w", pid, errGone)
+		}
+		return nil, fmt.Errorf("read cgroups of pid %d: %w", pid, err)
+	}
+	return parseProcCgroup(data)
+}
+
+func parseProcCgroup(data []byte) (map[string]string, error) {
+	out := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if line == "" {
+			continue
+		}
+		// hierarchy-ID:controller-list:cgroup-path; the path may hold ':'.
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			return nil, fmt.Errorf("parse cgroup line %q: want id:controllers:path", line)
+		}
+		out[parts[1]] = parts[2]
+	}
+	return out, nil
+}
+
+// procStat is what is read from /proc/<pid>/stat.
+type procStat struct {
+	state     byte   // field 3
+	startTime uint64 // field 22, clock ticks since boot
+}
+
+// exited reports a zombie or dead process: it has exited.
+func (s procStat) exited() bool { return s.state == 'Z' || s.state == 'X' || s.state == 'x' }
+
+// readStat reads /proc/<pid>/stat. A missing process is errGone.
+func readStat(pid int) (procStat, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH) {
+			return procStat{}, fmt.Errorf("read stat of pid %d: %w", pid, errGone)
+		}
+		return procStat{}, fmt.Errorf("read stat of pid %d: %w", pid, err)
+	}
+	st, err := parseStat(data)
+	if err != nil {
+		return procStat{}, fmt.Errorf("parse stat of pid %d: %w", pid, err)
+	}
+	return st, nil
+}
+
+// parseStat parses a /proc/<pid>/stat line. comm (field 2) may hold spaces
+// and parentheses, so the fields are split after the last ')'.
+func parseStat(data []byte) (procStat, error) {
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return procStat{}, errors.New("no ')' after comm")
+	}
+	fields := strings.Fields(string(data[i+1:]))
+	// fields[0] is field 3 (state), so field n is fields[n-3].
+	if len(fields) < 22-2 {
+		return procStat{}, fmt.Errorf("%d fields after comm, want at least %d", len(fields), 22-2)
+	}
+	if len(fields[0]) != 1 {
+		return procStat{}, fmt.Errorf("bad state %q", fields[0])
+	}
+	start, err := strconv.ParseUint(fields[22-3], 10, 64)
+	if err != nil {
+		return procStat{}, fmt.Errorf("bad start time: %w", err)
+	}
+	return procStat{state: fields[0][0], startTime: start}, nil
+}
