@@ -1,0 +1,261 @@
+package e2e
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/tests/harness"
+)
+
+// TestShimKilled: containerd is running; the shim dies by SIGKILL after its
+// task directory was broken as named; containerd runs the shim's delete.
+func TestShimKilled(t *testing.T) {
+	damages := []damage{
+		plain,
+		runtimeMissing,
+		{"init.pid missing", removeFiles(harness.InitPidFile)},
+		{"options.json missing", removeFiles(harness.OptionsFile)},
+		{"config.json missing", removeFiles(harness.ConfigFile)},
+		{"runtime corrupt", corruptFile(harness.RuntimeFile)},
+		{"init.pid corrupt", corruptFile(harness.InitPidFile)},
+		{"options.json corrupt", corruptFile(harness.OptionsFile)},
+		{"config.json corrupt", corruptFile(harness.ConfigFile)},
+		{"all four missing", removeFiles(harness.BundleFiles...)},
+		{"runc state dir removed", (*harness.Container).RemoveRuncState},
+		{"runtime binary missing", (*harness.Container).PointAtMissingRuntime},
+		{"host dir bind-mounted on the rootfs", bindHostDir("rootfs/mnt/host")},
+		{"host dir bind-mounted in the bundle, outside the rootfs", bindHostDir("volume")},
+	}
+	for _, dmg := range damages {
+		t.Run(dmg.name, func(t *testing.T) {
+			for _, s := range shims {
+				t.Run(s.name, func(t *testing.T) {
+					runKilled(t, shared, s, dmg.name, dmg)
+				})
+			}
+		})
+	}
+}
+
+// TestContainerdRestart: containerd is killed; while it is down every shim
+// is killed and the bundles are damaged; at its restart containerd finds
+// the dead shims and runs their deletes during start-up. No TaskExit can be
+// seen (it is published before the daemon serves); everything else is
+// asserted.
+func TestContainerdRestart(t *testing.T) {
+	damages := []damage{
+		plain,
+		runtimeMissing,
+		{"config.json corrupt", corruptFile(harness.ConfigFile)},
+		{"runc state dir removed", (*harness.Container).RemoveRuncState},
+		{"host dir bind-mounted on the rootfs", bindHostDir("rootfs/mnt/host")},
+	}
+	type task struct {
+		s    shimUnderTest
+		dmg  damage
+		name string
+		c    *harness.Container
+	}
+	var tasks []task
+	for _, dmg := range damages {
+		for _, s := range shims {
+			name := "containerd restarted: " + dmg.name
+			tasks = append(tasks, task{s, dmg, name, startContainer(t, shared, s, caseID("restart "+dmg.name, s.name))})
+		}
+	}
+	keepServing(t)
+	if err := shared.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tk := range tasks {
+		if err := tk.c.KillShim(); err != nil {
+			t.Fatal(err)
+		}
+		if tk.dmg.apply != nil {
+			if err := tk.dmg.apply(tk.c); err != nil {
+				t.Fatalf("damage %q: %v", tk.dmg.name, err)
+			}
+		}
+	}
+	_, logOff := shared.LogSince(0)
+	ctx := context.Background()
+	if err := shared.Start(ctx); err != nil {
+		t.Fatalf("restart containerd: %v", err)
+	}
+	for _, tk := range tasks {
+		t.Run(tk.dmg.name+"/"+tk.s.name, func(t *testing.T) {
+			r := tk.c.WaitClean(ctx, settle, true)
+			results.record(tk.name, tk.s.name, outcome(r))
+			if !tk.s.asserted {
+				t.Logf("%s with %s: %s", tk.name, tk.s.name, outcome(r))
+				return
+			}
+			checkClean(t, r)
+			if t.Failed() {
+				log, _ := shared.LogSince(logOff)
+				t.Logf("containerd log of the restart:\n%s", log)
+			}
+		})
+	}
+}
+
+// TestDeleteByHand: containerd is stopped and the shims are killed; the
+// delete is run by hand as containerd runs it (arguments, environment,
+// working directory): twice in a row for one task, and twice at the same
+// time for another. The residue is taken before containerd comes back
+// (which would clean up after the shim at start-up); then containerd must
+// not know the tasks.
+func TestDeleteByHand(t *testing.T) {
+	type pair struct {
+		s                 shimUnderTest
+		twice, concurrent *harness.Container
+	}
+	var pairs []pair
+	for _, s := range shims {
+		pairs = append(pairs, pair{
+			s:          s,
+			twice:      startContainer(t, shared, s, caseID("by hand twice", s.name)),
+			concurrent: startContainer(t, shared, s, caseID("by hand concurrent", s.name)),
+		})
+	}
+	keepServing(t)
+	if err := shared.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pairs {
+		for _, c := range []*harness.Container{p.twice, p.concurrent} {
+			if err := c.KillShim(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ctx := context.Background()
+	for _, p := range pairs {
+		t.Run("twice in a row/"+p.s.name, func(t *testing.T) {
+			c := p.twice
+			first := c.RunDelete(ctx)
+			second := c.RunDelete(ctx)
+			r := c.WaitClean(ctx, settle, false)
+			cell := outcome(r, exitCodes(first, second))
+			results.record("delete by hand, twice in a row", p.s.name, cell)
+			if !p.s.asserted {
+				t.Logf("with %s: %s", p.s.name, cell)
+				return
+			}
+			for i, d := range []harness.DeleteResult{first, second} {
+				if d.ExitCode != 0 {
+					t.Errorf("delete #%d: exit %d (%v), stderr:\n%s", i+1, d.ExitCode, d.Err, d.Stderr)
+				}
+			}
+			switch resp := first.Response; {
+			case resp == nil:
+				t.Errorf("delete #1: stdout %q is not a DeleteResponse", first.Stdout)
+			case int(resp.Pid) != c.Init.Pid || resp.ExitStatus != exitStatusKilled:
+				t.Errorf("delete #1: DeleteResponse pid %d status %d, want pid %d status %d", resp.Pid, resp.ExitStatus, c.Init.Pid, exitStatusKilled)
+			}
+			checkClean(t, r)
+		})
+		t.Run("two at the same time/"+p.s.name, func(t *testing.T) {
+			c := p.concurrent
+			var wg sync.WaitGroup
+			res := make([]harness.DeleteResult, 2)
+			start := make(chan struct{})
+			for i := range res {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					res[i] = c.RunDelete(ctx)
+				}()
+			}
+			close(start)
+			wg.Wait()
+			r := c.WaitClean(ctx, settle, false)
+			cell := outcome(r, exitCodes(res...))
+			results.record("delete by hand, two at the same time", p.s.name, cell)
+			if !p.s.asserted {
+				t.Logf("with %s: %s", p.s.name, cell)
+				return
+			}
+			for i, d := range res {
+				if d.ExitCode != 0 {
+					t.Errorf("delete %d of 2: exit %d (%v), stderr:\n%s", i+1, d.ExitCode, d.Err, d.Stderr)
+				}
+			}
+			checkClean(t, r)
+		})
+	}
+	if err := shared.Start(ctx); err != nil {
+		t.Fatalf("restart containerd: %v", err)
+	}
+	for _, p := range pairs {
+		if !p.s.asserted {
+			continue
+		}
+		for _, c := range []*harness.Container{p.twice, p.concurrent} {
+			if known, err := c.TaskKnown(ctx); err != nil || known {
+				t.Errorf("%s: containerd still knows the task after restart (known=%v, err=%v)", c.Cfg.ID, known, err)
+			}
+		}
+	}
+}
+
+// TestCgroupV2View: the daemon, its shims and runc see a pure cgroup v2
+// machine (a private mount namespace with cgroup2 at /sys/fs/cgroup; on
+// this hybrid host every controller is bound to v1, so the spec carries no
+// resources).
+func TestCgroupV2View(t *testing.T) {
+	d, err := newDaemon(true)
+	if err != nil {
+		t.Fatalf("cgroup v2 view daemon: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := d.Close(); err != nil {
+			t.Errorf("close cgroup v2 view daemon: %v", err)
+		}
+	})
+	for _, dmg := range []damage{plain, runtimeMissing, {"config.json corrupt", corruptFile(harness.ConfigFile)}} {
+		t.Run(dmg.name, func(t *testing.T) {
+			for _, s := range shims {
+				t.Run(s.name, func(t *testing.T) {
+					runKilled(t, d, s, "cgroup v2 view: "+dmg.name, dmg)
+				})
+			}
+		})
+	}
+}
+
+// keepServing makes sure the shared daemon serves again when the test ends,
+// however it ends. Registered after the containers, it runs before their
+// cleanups (t.Cleanup is last-in, first-out), which use the daemon.
+func keepServing(t *testing.T) {
+	t.Helper()
+	t.Cleanup(func() {
+		if shared.Running() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), harness.StartTimeout+10*time.Second)
+		defer cancel()
+		if err := shared.Start(ctx); err != nil {
+			t.Errorf("bring the shared daemon back: %v", err)
+		}
+	})
+}
+
+func exitCodes(res ...harness.DeleteResult) string {
+	s := "exit"
+	for i, r := range res {
+		if i > 0 {
+			s += ","
+		}
+		if r.ExitCode < 0 {
+			s += " timeout"
+			continue
+		}
+		s += " " + strconv.Itoa(r.ExitCode)
+	}
+	return s
+}

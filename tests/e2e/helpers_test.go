@@ -1,0 +1,186 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	eventstypes "github.com/containerd/containerd/api/events"
+
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/tests/harness"
+)
+
+// Bounds of the asynchronous outcomes. containerd runs the shim's delete
+// with a 5 s timeout; everything after it is local bookkeeping.
+const (
+	exitTimeout = 30 * time.Second // TaskExit after the shim is killed
+	taskTimeout = 15 * time.Second // task gone from containerd after TaskExit
+	settle      = 3 * time.Second  // residue polled until empty, at most this long
+)
+
+// exitStatusKilled is what a delete reports for a container it killed:
+// 128 + SIGKILL. containerd publishes 255 instead when the delete failed.
+const exitStatusKilled = 137
+
+// damage is one way of breaking a task directory before its shim dies.
+type damage struct {
+	name  string
+	apply func(c *harness.Container) error // nil: nothing but the kill
+}
+
+func removeFiles(names ...string) func(c *harness.Container) error {
+	return func(c *harness.Container) error {
+		for _, n := range names {
+			if err := c.RemoveFile(n); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+func corruptFile(name string) func(c *harness.Container) error {
+	return func(c *harness.Container) error { return c.CorruptFile(name) }
+}
+
+func bindHostDir(rel string) func(c *harness.Container) error {
+	return func(c *harness.Container) error {
+		_, err := c.BindHostDir(rel)
+		return err
+	}
+}
+
+var (
+	plain          = damage{name: "shim SIGKILL"}
+	runtimeMissing = damage{"runtime missing", removeFiles(harness.RuntimeFile)}
+)
+
+var nonID = regexp.MustCompile(`[^a-z0-9]+`)
+
+// caseID makes a container id (containerd's identifier rule) from a case
+// name and a shim name.
+func caseID(caseName, shim string) string {
+	id := strings.Trim(nonID.ReplaceAllString(strings.ToLower(caseName), "-"), "-") + "-" + shim
+	if len(id) > 76 {
+		id = id[len(id)-76:]
+	}
+	return id
+}
+
+// startContainer runs a container with shim s on d and registers a cleanup
+// that removes whatever the case leaves, pass or fail.
+func startContainer(t *testing.T, d *harness.Daemon, s shimUnderTest, id string) *harness.Container {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := d.Run(ctx, harness.ContainerConfig{
+		Namespace:   namespace,
+		ID:          id,
+		Runtime:     s.runtime,
+		Busybox:     busybox,
+		NoResources: d.CgroupV2View(),
+	})
+	if err != nil {
+		t.Fatalf("start container: %v\n--- containerd log (tail) ---\n%s", err, d.LogTail(30))
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		if err := c.Cleanup(ctx); err != nil {
+			t.Errorf("harness cleanup of %s: %v", id, err)
+		}
+	})
+	if d.CgroupV2View() {
+		for _, cg := range c.Cgroups {
+			if !strings.HasPrefix(cg, "/sys/fs/cgroup/unified/") {
+				t.Fatalf("cgroup v2 view: container has a cgroup outside the unified hierarchy: %v", c.Cgroups)
+			}
+		}
+	}
+	if len(c.Procs) < 4 {
+		t.Fatalf("recorded %d processes, want init, 2 children and the exec'd one: %v", len(c.Procs), c.Procs)
+	}
+	return c
+}
+
+// outcome is a table cell: what was left, and how the delete went.
+func outcome(r harness.Residue, notes ...string) string {
+	s := r.Summary()
+	var n []string
+	for _, x := range notes {
+		if x != "" {
+			n = append(n, x)
+		}
+	}
+	if len(n) > 0 {
+		s += " (" + strings.Join(n, "; ") + ")"
+	}
+	return s
+}
+
+// exitNote describes the TaskExit containerd published.
+func exitNote(ev *eventstypes.TaskExit, seen bool) string {
+	switch {
+	case !seen:
+		return "no TaskExit"
+	case ev.ExitStatus == 255:
+		return "delete failed"
+	case ev.ExitStatus != exitStatusKilled:
+		return fmt.Sprintf("TaskExit status %d", ev.ExitStatus)
+	}
+	return ""
+}
+
+// checkExit asserts the TaskExit of a delete that worked.
+func checkExit(t *testing.T, ev *eventstypes.TaskExit, seen bool) {
+	t.Helper()
+	switch {
+	case !seen:
+		t.Errorf("no TaskExit event within %s of the shim's death", exitTimeout)
+	case ev.ExitStatus != exitStatusKilled:
+		t.Errorf("TaskExit status %d, want %d (255: containerd saw the delete fail)", ev.ExitStatus, exitStatusKilled)
+	}
+}
+
+// checkClean asserts that nothing is left.
+func checkClean(t *testing.T, r harness.Residue) {
+	t.Helper()
+	if len(r) > 0 {
+		t.Errorf("left behind:\n%s", r)
+	}
+}
+
+// runKilled is the shape of most cases: start a container, break its
+// bundle, SIGKILL its shim, let containerd run the shim's delete, and take
+// the residue. Only an asserted shim fails the test.
+func runKilled(t *testing.T, d *harness.Daemon, s shimUnderTest, caseName string, dmg damage) {
+	t.Helper()
+	ctx := context.Background()
+	c := startContainer(t, d, s, caseID(caseName, s.name))
+	if dmg.apply != nil {
+		if err := dmg.apply(c); err != nil {
+			t.Fatalf("damage %q: %v", dmg.name, err)
+		}
+	}
+	_, logOff := d.LogSince(0)
+	if err := c.KillShim(); err != nil {
+		t.Fatal(err)
+	}
+	ev, seen := d.WaitExit(namespace, c.Cfg.ID, exitTimeout)
+	c.WaitTaskGone(ctx, taskTimeout)
+	r := c.WaitClean(ctx, settle, true)
+	results.record(caseName, s.name, outcome(r, exitNote(ev, seen)))
+	if !s.asserted {
+		t.Logf("%s with %s: %s", caseName, s.name, outcome(r, exitNote(ev, seen)))
+		return
+	}
+	checkExit(t, ev, seen)
+	checkClean(t, r)
+	if t.Failed() {
+		log, _ := d.LogSince(logOff)
+		t.Logf("containerd log since the shim was killed:\n%s", log)
+	}
+}

@@ -1,0 +1,199 @@
+// Package e2e is the end-to-end fault suite of the robust shim: a private
+// containerd, real runc, real cgroups and mounts, shims killed and bundles
+// damaged the way they are in production. Every case runs with upstream's
+// runc shim and with ours; only ours is asserted, and a side-by-side table of
+// what each left behind is printed and written to tests/out.
+//
+// Environment:
+//
+//	E2E_CONTAINERD     containerd binary (default /usr/bin/containerd;
+//	                   bin/containerd-1.7/containerd for 1.7, see `make containerd17`)
+//	E2E_SHIM           our shim (default bin/containerd-shim-runc-v2-robust)
+//	E2E_UPSTREAM_SHIM  upstream's shim (default bin/upstream/containerd-shim-runc-v2)
+//	E2E_BUSYBOX        static busybox (default: busybox on PATH)
+//	E2E_OUT            directory of the side-by-side table (default tests/out)
+//	E2E_ONLY           "ours" or "upstream": run one shim only (development aid;
+//	                   announced loudly, never the default)
+//
+// The suite never skips: when it cannot run (not root, a binary missing, the
+// daemon does not start) TestMain fails with a message saying why.
+package e2e
+
+import (
+	"context"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/tests/harness"
+)
+
+// shimUnderTest is one column of the side-by-side table.
+type shimUnderTest struct {
+	name     string // "upstream" or "ours"
+	runtime  string // runtime name containerd resolves to the binary
+	binary   string
+	asserted bool // only ours is asserted
+}
+
+var (
+	repoRoot   string
+	busybox    string
+	containerd string
+	shims      []shimUnderTest
+	namespace  = fmt.Sprintf("e2e-%d", os.Getpid())
+
+	// shared is the daemon the cases share (host cgroup view). The cases
+	// that stop, kill or restart it run one after another and leave it
+	// serving.
+	shared *harness.Daemon
+)
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func TestMain(m *testing.M) {
+	if err := setUp(); err != nil {
+		fmt.Fprintf(os.Stderr, "\n*** E2E SUITE CANNOT RUN: %v\n*** (this is a failure, not a skip)\nFAIL\n", err)
+		os.Exit(2)
+	}
+	code := m.Run()
+	if err := writeTable(); err != nil {
+		fmt.Fprintf(os.Stderr, "side-by-side table: %v\n", err)
+		code = 1
+	}
+	if err := shared.Close(); err != nil {
+		fmt.Fprintf(os.Stderr, "closing the shared daemon: %v\n", err)
+	}
+	_ = os.Remove(filepath.Join(harness.DefaultRuncRoot, namespace))
+	if err := harness.RemoveNamespaceCgroups(namespace); err != nil {
+		fmt.Fprintf(os.Stderr, "namespace cgroups: %v\n", err)
+	}
+	os.Exit(code)
+}
+
+// setUp checks every prerequisite and starts the shared daemon; any error
+// is fatal for the whole suite.
+func setUp() error {
+	if os.Geteuid() != 0 {
+		return errors.New("the suite needs root (real mounts, cgroups, containerd)")
+	}
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		return err
+	}
+	repoRoot = root
+	containerd = envOr("E2E_CONTAINERD", "/usr/bin/containerd")
+	if err := executable(containerd); err != nil {
+		return fmt.Errorf("containerd: %w (install Debian's containerd, or set E2E_CONTAINERD)", err)
+	}
+	busybox = os.Getenv("E2E_BUSYBOX")
+	if busybox == "" {
+		if busybox, err = exec.LookPath("busybox"); err != nil {
+			return errors.New("busybox not found (install busybox-static, or set E2E_BUSYBOX)")
+		}
+	}
+	if err := staticBinary(busybox); err != nil {
+		return fmt.Errorf("busybox %s: %w (install busybox-static)", busybox, err)
+	}
+	path := os.Getenv("PATH") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	for _, tool := range []string{"runc", "unshare", "nsenter", "mount", "umount"} {
+		if _, err := lookPathIn(tool, path); err != nil {
+			return fmt.Errorf("%s not found on PATH (install runc / util-linux)", tool)
+		}
+	}
+	if _, err := os.Stat("/sys/fs/cgroup"); err != nil {
+		return fmt.Errorf("no cgroup filesystem: %w", err)
+	}
+	all := []shimUnderTest{
+		{name: "upstream", runtime: harness.RuntimeUpstream, binary: envOr("E2E_UPSTREAM_SHIM", filepath.Join(repoRoot, "bin/upstream/containerd-shim-runc-v2"))},
+		{name: "ours", runtime: harness.RuntimeRobust, binary: envOr("E2E_SHIM", filepath.Join(repoRoot, "bin/containerd-shim-runc-v2-robust")), asserted: true},
+	}
+	only := os.Getenv("E2E_ONLY")
+	for _, s := range all {
+		if only != "" && only != s.name {
+			fmt.Fprintf(os.Stderr, "*** E2E_ONLY=%s: the %s shim is NOT tested in this run\n", only, s.name)
+			continue
+		}
+		if err := executable(s.binary); err != nil {
+			return fmt.Errorf("%s shim: %w (run `make build upstream`)", s.name, err)
+		}
+		shims = append(shims, s)
+	}
+	if len(shims) == 0 {
+		return fmt.Errorf("E2E_ONLY=%q selects no shim (ours, upstream)", only)
+	}
+	d, err := newDaemon(false)
+	if err != nil {
+		return err
+	}
+	shared = d
+	fmt.Printf("e2e: containerd %s (%s), namespace %s, daemon dir %s\n", d.Version, containerd, namespace, d.Dir)
+	return nil
+}
+
+// newDaemon makes and starts a daemon with every shim under test installed.
+func newDaemon(cgroup2View bool) (*harness.Daemon, error) {
+	cfg := harness.DaemonConfig{Binary: containerd, Shims: map[string]string{}, CgroupV2View: cgroup2View}
+	for _, s := range shims {
+		cfg.Shims[s.runtime] = s.binary
+	}
+	d, err := harness.NewDaemon(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), harness.StartTimeout+10*time.Second)
+	defer cancel()
+	if err := d.Start(ctx); err != nil {
+		_ = d.Close()
+		return nil, fmt.Errorf("start containerd %s: %w", containerd, err)
+	}
+	return d, nil
+}
+
+func executable(p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() || fi.Mode()&0o111 == 0 {
+		return fmt.Errorf("%s is not an executable file", p)
+	}
+	return nil
+}
+
+// staticBinary fails for a dynamically linked ELF: the container's rootfs
+// holds busybox alone, without a dynamic loader.
+func staticBinary(p string) error {
+	f, err := elf.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for _, prog := range f.Progs {
+		if prog.Type == elf.PT_INTERP {
+			return errors.New("dynamically linked")
+		}
+	}
+	return nil
+}
+
+func lookPathIn(name, path string) (string, error) {
+	for _, dir := range strings.Split(path, ":") {
+		p := filepath.Join(dir, name)
+		if executable(p) == nil {
+			return p, nil
+		}
+	}
+	return "", exec.ErrNotFound
+}

@@ -1,0 +1,25 @@
+// Package harness drives a private containerd daemon, real runc and a shim
+// under test, for the end-to-end fault suite (tests/e2e) and for benchmarks.
+//
+// It owns:
+//   - Daemon: a containerd started from a given binary with its own root,
+//     state directory, gRPC and ttrpc sockets and a temp bin directory that
+//     holds the shims under test by their runtime names; stopped, killed and
+//     restarted with the same configuration; optionally in a private mount
+//     namespace whose /sys/fs/cgroup is a pure cgroup2 mount;
+//   - BuildRootfs: a busybox root filesystem in a temp directory (no images,
+//     no network);
+//   - Container: one container started through containerd's Go client with
+//     its rootfs given as a bind mount, an init with children and one exec'd
+//     process, and the record of everything it owns on the machine (processes
+//     by pid and start time, cgroup directories in every hierarchy, bundle,
+//     work directory, runc state, shim pid and socket);
+//   - damage functions that break a task directory the way production does;
+//   - Residue: what is left of a container after its delete, by kind;
+//   - Cleanup: removing whatever a case left, so later cases start clean.
+//
+// It never asserts: it returns what it saw, and the tests decide. It never
+// touches the machine's own containerd (/run/containerd/containerd.sock,
+// /var/lib/containerd), and it never signals a process without first
+// verifying its start time through a pidfd.
+package harness
