@@ -1,9 +1,5 @@
 package bundle
 
-// API contract for package bundle. The implementing helper replaces the
-// panics with real code and may split this file; the exported names and
-// signatures below are what package shim calls.
-
 import (
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/opencontainers/runc/libcontainer"
@@ -30,15 +26,26 @@ const DefaultRuncRoot = "/run/containerd/runc"
 const DefaultRuntime = "runc"
 
 // Problem is one part of a task directory that could not be read as expected.
+//
+// What is the file name (RuntimeFile, InitPidFile, OptionsFile, ConfigFile,
+// WorkLink, AddressFile), "task directory" when the bundle path exists but
+// is not a directory, "state.json" for runc's state, or "runtime binary"
+// when the chosen runtime cannot be found with exec.LookPath.
+// errors.Is(p, fs.ErrNotExist) tells a missing file from a corrupt one.
 type Problem struct {
 	What string // file name, or "state.json", "runtime binary"
 	Err  error  // wraps fs.ErrNotExist for a missing file; otherwise says what is wrong
 }
 
+// Error returns "What: Err".
 func (p Problem) Error() string { return p.What + ": " + p.Err.Error() }
+
+// Unwrap returns Err, so errors.Is(p, fs.ErrNotExist) works.
 func (p Problem) Unwrap() error { return p.Err }
 
-// Bundle is what Load could learn about one task directory.
+// Bundle is what Load could learn about one task directory. Every field that
+// comes from a file is its zero value when that file is missing or corrupt;
+// the reason is then in Problems.
 type Bundle struct {
 	Path      string // absolute, cleaned
 	Namespace string
@@ -47,6 +54,8 @@ type Bundle struct {
 	// Runtime is the runtime binary named by `runtime`, else options.json's
 	// BinaryName, else DefaultRuntime. RuntimePath is it resolved with
 	// exec.LookPath, "" when it cannot be found (recorded as a Problem).
+	// An empty `runtime` file is what containerd writes when BinaryName is
+	// unset: it names nothing and is not a Problem.
 	Runtime     string
 	RuntimePath string
 
@@ -55,11 +64,13 @@ type Bundle struct {
 	InitPid int
 
 	Options  *options.Options // nil when options.json is missing or garbage
-	RuncRoot string           // Options.Root, else DefaultRuncRoot
+	RuncRoot string           // Options.Root (when absolute), else DefaultRuncRoot
 	Spec     *specs.Spec      // nil when config.json is missing or garbage
 
 	// State is runc's own state for the container, nil when missing or
-	// garbage. StateDir is <RuncRoot>/<Namespace>/<ID>, always set.
+	// garbage (a state.json whose id is not ID counts as garbage).
+	// StateDir is <RuncRoot>/<Namespace>/<ID>, always set, also when the
+	// task directory is Missing.
 	State    *libcontainer.State
 	StateDir string
 
@@ -70,42 +81,14 @@ type Bundle struct {
 	WorkDir string
 
 	// Address is the shim's socket address from `address` (e.g.
-	// "unix:///run/containerd/s/<hash>"), "" when missing.
+	// "unix:///run/containerd/s/<hash>"), "" when missing or not of the
+	// form "unix://PATH".
 	Address string
 
-	// Missing is true when the task directory itself does not exist.
+	// Missing is true when the task directory itself does not exist. The
+	// files inside it are then not reported one by one as Problems; runc's
+	// state (under the default RuncRoot) and the runtime binary still are.
 	Missing bool
 
 	Problems []Problem
 }
-
-// ValidateID returns an error (wrapping errdefs.ErrInvalidArgument) unless id
-// is a valid containerd identifier.
-func ValidateID(id string) error { panic("todo") }
-
-// ValidateNamespace returns an error unless ns is a valid containerd namespace.
-func ValidateNamespace(ns string) error { panic("todo") }
-
-// Load reads the task directory at path for namespace/id best-effort.
-// It returns an error only when id or namespace is invalid or the base name
-// of path is not id; everything else is recorded in Bundle.Problems.
-func Load(path, namespace, id string) (*Bundle, error) { panic("todo") }
-
-// UnmountAll unmounts every mount at or below path (as seen in
-// /proc/self/mountinfo), deepest first; "not mounted" counts as success; a
-// mount that will not unmount normally is detached (MNT_DETACH). It then
-// checks mountinfo again and returns an error naming every mount point still
-// present. It returns the mount points it unmounted.
-func UnmountAll(path string) (unmounted []string, err error) { panic("todo") }
-
-// RemoveAll removes path and everything below it, like os.RemoveAll, but
-// never crosses a mount point: a directory or file that is a mount point (by
-// mountinfo, by st_dev, or by openat2 RESOLVE_NO_XDEV) is left in place with
-// everything above it, and the returned error names each such path.
-// A missing path is success.
-func RemoveAll(path string) error { panic("todo") }
-
-// RemoveDeadSocket removes the unix socket of address ("unix://PATH") when
-// nothing accepts connections on it. It reports whether it removed it. A
-// missing socket is success; a live one is left and reported with an error.
-func RemoveDeadSocket(address string) (removed bool, err error) { panic("todo") }

@@ -9,13 +9,22 @@
 //   - Load: every file of the task directory (runtime, init.pid,
 //     options.json, config.json, the work link, address) and runc's own
 //     state.json, each of which may be missing, empty or garbage; every such
-//     problem is recorded in Bundle.Problems and none is fatal;
+//     problem is recorded in Bundle.Problems and none is fatal (the one
+//     exception is an empty `runtime`, which is what containerd writes when
+//     no binary name is configured, and so names nothing). Files are read
+//     with O_NOFOLLOW, must be regular and are size-bounded. runc's state is
+//     looked for under the runc root also when the task directory is gone;
 //   - UnmountAll: unmounting every mount at or below a path, deepest first,
 //     with a detach fallback, verified against mountinfo;
-//   - RemoveAll: removing a tree while refusing to cross a mount point;
-//   - RemoveDeadSocket: removing a dead shim's socket named in `address`.
+//   - RemoveAll: removing a tree while refusing to cross a mount point, found
+//     by mountinfo (read before the walk), by a directory's st_dev, and by
+//     openat2 RESOLVE_NO_XDEV; the walk is file-descriptor-relative and never
+//     follows a symlink;
+//   - RemoveDeadSocket: removing a dead shim's socket named in `address`,
+//     after a connect that is refused; a socket that accepts is left.
 //
-// It never signals a process, never touches a cgroup, never runs the
+// It never signals a process, never writes to a cgroup (libcontainer.Load,
+// used to read runc's state, only reads the freezer state), never runs the
 // runtime binary, and never removes anything through a mount point: a path
 // that is (or may be) a mount point is left in place and named in the error.
 package bundle

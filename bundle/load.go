@@ -1,0 +1,349 @@
+package bundle
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/containerd/containerd/api/types/runc/options"
+	"github.com/opencontainers/runc/libcontainer"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// Size limits for the files Load reads: anything larger is garbage (or a
+// trap such as a link to /dev/zero, which O_NOFOLLOW already refuses).
+const (
+	maxSmallFile = 64 << 10 // runtime, init.pid, options.json, address
+	maxJSONFile  = 16 << 20 // config.json, state.json
+)
+
+// Names used in Problem.What besides the task directory's file names.
+const (
+	whatTaskDir = "task directory"
+	whatState   = "state.json"
+	whatBinary  = "runtime binary"
+)
+
+// stateFile is the name of runc's state file in its state directory.
+const stateFile = "state.json"
+
+// taskDirName is the directory of containerd's v2 runtime plugin under the
+// containerd root (and state) directory.
+const taskDirName = "io.containerd.runtime.v2.task"
+
+// runcRootDefault is DefaultRuncRoot; tests point it at a temporary runc
+// root to exercise the missing-bundle path.
+var runcRootDefault = DefaultRuncRoot
+
+// Load reads the task directory at path for namespace/id best-effort.
+// It returns an error only when id or namespace is invalid or the base name
+// of path is not id; everything else is recorded in Bundle.Problems, and
+// nothing is created, changed or removed.
+//
+// Edge cases: a relative path is made absolute against the working
+// directory. A missing task directory (or one whose parent is not a
+// directory) sets Missing and still fills RuncRoot (the default), StateDir
+// and State, because runc's state may outlive the bundle. A path that
+// exists but is not a directory is one Problem ("task directory") and no
+// file in it is read. Files are opened with O_NOFOLLOW and must be regular
+// files of bounded size: a symlink, FIFO or device in their place is a
+// Problem, never followed or read. init.pid must hold exactly a positive
+// decimal integer (go-runc's ReadPidFile: no trailing newline).
+func Load(path, namespace, id string) (*Bundle, error) {
+	if err := ValidateNamespace(namespace); err != nil {
+		return nil, fmt.Errorf("load bundle: %w", err)
+	}
+	if err := ValidateID(id); err != nil {
+		return nil, fmt.Errorf("load bundle: %w", err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("load bundle %q: %w", path, err)
+	}
+	if filepath.Base(abs) != id {
+		return nil, fmt.Errorf("load bundle %s: base name is not task id %q", abs, id)
+	}
+
+	b := &Bundle{Path: abs, Namespace: namespace, ID: id}
+	readFiles := true
+	switch st, err := os.Stat(abs); {
+	case err == nil && !st.IsDir():
+		b.problem(whatTaskDir, fmt.Errorf("%s is not a directory (%s)", abs, st.Mode().Type()))
+		readFiles = false
+	case err == nil:
+	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR):
+		b.Missing = true
+		readFiles = false
+	default:
+		// Unreadable for another reason (EACCES...): try the files anyway,
+		// each will say what is wrong.
+		b.problem(whatTaskDir, err)
+	}
+
+	var fileRuntime string
+	if readFiles {
+		fileRuntime = b.readRuntime()
+		b.readInitPid()
+		b.readOptions()
+		b.readSpec()
+		b.readWork()
+		b.readAddress()
+	}
+	b.chooseRuntime(fileRuntime)
+	b.chooseRuncRoot()
+	b.StateDir = filepath.Join(b.RuncRoot, namespace, id)
+	st, err := loadRuncState(b.RuncRoot, namespace, id)
+	if err != nil {
+		b.problem(whatState, err)
+	}
+	b.State = st
+	return b, nil
+}
+
+func (b *Bundle) problem(what string, err error) {
+	b.Problems = append(b.Problems, Problem{What: what, Err: err})
+}
+
+func (b *Bundle) file(name string) string { return filepath.Join(b.Path, name) }
+
+// readRuntime returns the binary named by `runtime`, "" when it names none.
+func (b *Bundle) readRuntime() string {
+	data, err := readRegular(b.file(RuntimeFile), maxSmallFile)
+	if err != nil {
+		b.problem(RuntimeFile, err)
+		return ""
+	}
+	name := strings.TrimSpace(string(data))
+	if len(data) == 0 {
+		// containerd writes options.BinaryName verbatim, so an empty file
+		// is the normal "use the default" case.
+		return ""
+	}
+	if err := checkName(name); err != nil {
+		b.problem(RuntimeFile, fmt.Errorf("%s: not a binary name: %w", b.file(RuntimeFile), err))
+		return ""
+	}
+	return name
+}
+
+func (b *Bundle) readInitPid() {
+	p := b.file(InitPidFile)
+	data, err := readRegular(p, maxSmallFile)
+	if err != nil {
+		b.problem(InitPidFile, err)
+		return
+	}
+	pid, err := strconv.Atoi(string(data))
+	switch {
+	case err != nil:
+		b.problem(InitPidFile, fmt.Errorf("%s: not a pid: %.40q", p, data))
+	case pid <= 0 || pid > math.MaxInt32:
+		b.problem(InitPidFile, fmt.Errorf("%s: pid %d out of range", p, pid))
+	default:
+		b.InitPid = pid
+	}
+}
+
+func (b *Bundle) readOptions() {
+	p := b.file(OptionsFile)
+	var opts options.Options
+	if err := readJSONObject(p, maxSmallFile, &opts); err != nil {
+		b.problem(OptionsFile, err)
+		return
+	}
+	b.Options = &opts
+}
+
+func (b *Bundle) readSpec() {
+	p := b.file(ConfigFile)
+	var spec specs.Spec
+	if err := readJSONObject(p, maxJSONFile, &spec); err != nil {
+		b.problem(ConfigFile, err)
+		return
+	}
+	b.Spec = &spec
+}
+
+func (b *Bundle) readWork() {
+	p := b.file(WorkLink)
+	target, err := os.Readlink(p)
+	if err != nil {
+		if errors.Is(err, unix.EINVAL) {
+			err = fmt.Errorf("%s: not a symbolic link", p)
+		}
+		b.problem(WorkLink, err)
+		return
+	}
+	suffix := "/" + taskDirName + "/" + b.Namespace + "/" + b.ID
+	clean := filepath.Clean(target)
+	if !filepath.IsAbs(target) || !strings.HasSuffix(clean, suffix) {
+		b.problem(WorkLink, fmt.Errorf("%s: target %.200q is not an absolute path ending in %s", p, target, suffix))
+		return
+	}
+	b.WorkDir = clean
+}
+
+func (b *Bundle) readAddress() {
+	p := b.file(AddressFile)
+	data, err := readRegular(p, maxSmallFile)
+	if err != nil {
+		b.problem(AddressFile, err)
+		return
+	}
+	addr := strings.TrimSpace(string(data))
+	if err := checkName(addr); err != nil {
+		b.problem(AddressFile, fmt.Errorf("%s: not an address: %w", p, err))
+		return
+	}
+	if !strings.HasPrefix(addr, unixScheme) || len(addr) == len(unixScheme) {
+		b.problem(AddressFile, fmt.Errorf("%s: address %.200q is not unix://PATH", p, addr))
+		return
+	}
+	b.Address = addr
+}
+
+// chooseRuntime picks `runtime`, else Options.BinaryName, else
+// DefaultRuntime, and resolves it with exec.LookPath.
+func (b *Bundle) chooseRuntime(fromFile string) {
+	b.Runtime = fromFile
+	if b.Runtime == "" && b.Options != nil && b.Options.BinaryName != "" {
+		if err := checkName(b.Options.BinaryName); err != nil {
+			b.problem(OptionsFile, fmt.Errorf("%s: binary_name: %w", b.file(OptionsFile), err))
+		} else {
+			b.Runtime = b.Options.BinaryName
+		}
+	}
+	if b.Runtime == "" {
+		b.Runtime = DefaultRuntime
+	}
+	p, err := exec.LookPath(b.Runtime)
+	if err != nil {
+		b.problem(whatBinary, fmt.Errorf("look up %q: %w", b.Runtime, err))
+		return
+	}
+	b.RuntimePath = p
+}
+
+func (b *Bundle) chooseRuncRoot() {
+	b.RuncRoot = runcRootDefault
+	if b.Options == nil || b.Options.Root == "" {
+		return
+	}
+	root := b.Options.Root
+	if err := checkName(root); err != nil || !filepath.IsAbs(root) {
+		b.problem(OptionsFile, fmt.Errorf("%s: root %.200q is not an absolute path, using %s", b.file(OptionsFile), root, b.RuncRoot))
+		return
+	}
+	b.RuncRoot = filepath.Clean(root)
+}
+
+// readRegular reads the regular file at path without following a final
+// symlink and without blocking on a FIFO; more than max bytes is an error.
+// A missing file returns an error wrapping fs.ErrNotExist.
+func readRegular(path string, max int64) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	if err != nil {
+		if errors.Is(err, unix.ELOOP) {
+			return nil, fmt.Errorf("%s: is a symbolic link, not followed", path)
+		}
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%s)", path, st.Mode().Type())
+	}
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if int64(len(data)) > max {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, max)
+	}
+	return data, nil
+}
+
+// readJSONObject decodes the JSON object in the file at path into v; empty
+// content, "null", an array or trailing garbage are errors.
+func readJSONObject(path string, max int64, v any) error {
+	data, err := readRegular(path, max)
+	if err != nil {
+		return err
+	}
+	if t := bytes.TrimSpace(data); len(t) == 0 || t[0] != '{' {
+		return fmt.Errorf("%s: not a JSON object: %.40q", path, data)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("%s: decode: %w", path, err)
+	}
+	return nil
+}
+
+// loadRuncState reads runc's state for ns/id under root. It validates the
+// file itself first (libcontainer.Load dereferences fields of a bare "{}"),
+// then asks libcontainer for the live view; when libcontainer cannot load
+// the container for any reason but its absence (e.g. the systemd cgroup
+// driver without systemd), the decoded file is returned as it is.
+func loadRuncState(root, ns, id string) (*libcontainer.State, error) {
+	st, _, err := loadRuncStateVia(root, ns, id)
+	return st, err
+}
+
+// loadRuncStateVia is loadRuncState that also tells whether the state came
+// from libcontainer (true) or from decoding state.json (false).
+func loadRuncStateVia(root, ns, id string) (*libcontainer.State, bool, error) {
+	p := filepath.Join(root, ns, id, stateFile)
+	var decoded libcontainer.State
+	if err := readJSONObject(p, maxJSONFile, &decoded); err != nil {
+		return nil, false, err
+	}
+	if decoded.ID != id {
+		return nil, false, fmt.Errorf("%s: holds container id %.80q, not %q", p, decoded.ID, id)
+	}
+	if decoded.Config.Cgroups == nil {
+		return nil, false, fmt.Errorf("%s: no cgroup configuration", p)
+	}
+	st, err := libcontainerState(filepath.Join(root, ns), id)
+	switch {
+	case err == nil:
+		return st, true, nil
+	case errors.Is(err, libcontainer.ErrNotExist):
+		// Deleted between our read and libcontainer's.
+		return nil, false, fmt.Errorf("%s: %w", p, fs.ErrNotExist)
+	default:
+		return &decoded, false, nil
+	}
+}
+
+// libcontainerState is libcontainer.Load then State, with a panic in
+// libcontainer (on a state.json it did not expect) turned into an error.
+func libcontainerState(root, id string) (st *libcontainer.State, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			st, err = nil, fmt.Errorf("libcontainer load %s/%s: panic: %v", root, id, r)
+		}
+	}()
+	c, err := libcontainer.Load(root, id)
+	if err != nil {
+		return nil, err
+	}
+	st, err = c.State()
+	if err == nil && st == nil {
+		err = fmt.Errorf("libcontainer load %s/%s: no state", root, id)
+	}
+	return st, err
+}

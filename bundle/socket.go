@@ -1,0 +1,80 @@
+package bundle
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// unixScheme prefixes a unix socket address in `address`.
+const unixScheme = "unix://"
+
+// dialTimeout bounds the liveness probe of a shim socket. Connecting to a
+// unix socket never waits on the network: it is accepted into the backlog
+// or refused at once, so this only guards against a wedged kernel path.
+const dialTimeout = 500 * time.Millisecond
+
+// RemoveDeadSocket removes the unix socket of address ("unix://PATH") when
+// nothing accepts connections on it. It reports whether it removed it. A
+// missing socket is success; a live one is left and reported with an error.
+//
+// Edge cases: an address without the "unix://" prefix, or with a relative
+// PATH, is an error and nothing is touched. An abstract socket
+// ("unix://@name" or a leading NUL) is not a file: (false, nil). A
+// connection refused (ECONNREFUSED, including a socket file nobody listens
+// on) or a socket of another type (EPROTOTYPE) is dead and removed; a
+// symlink or regular file at PATH cannot be a listener and is removed
+// (never followed); a directory is an error and left. Any other dial
+// failure (timeout, EAGAIN on a full backlog, EACCES) is not proof of
+// death: the file is left and the error returned.
+func RemoveDeadSocket(address string) (removed bool, err error) {
+	if !strings.HasPrefix(address, unixScheme) {
+		return false, fmt.Errorf("remove dead socket %q: not a unix:// address", address)
+	}
+	p := strings.TrimPrefix(address, unixScheme)
+	if strings.HasPrefix(p, "@") || strings.HasPrefix(p, "\x00") {
+		return false, nil
+	}
+	if p == "" || !filepath.IsAbs(p) {
+		return false, fmt.Errorf("remove dead socket %q: socket path is not absolute", address)
+	}
+	st, err := os.Lstat(p)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, nil
+		}
+		return false, fmt.Errorf("remove dead socket %s: %w", p, err)
+	}
+	switch {
+	case st.IsDir():
+		return false, fmt.Errorf("remove dead socket %s: is a directory, left in place", p)
+	case st.Mode().Type() == fs.ModeSocket:
+		conn, err := net.DialTimeout("unix", p, dialTimeout)
+		switch {
+		case err == nil:
+			conn.Close()
+			return false, fmt.Errorf("remove dead socket %s: socket is live (accepts connections), left in place", p)
+		case errors.Is(err, fs.ErrNotExist):
+			return false, nil
+		case errors.Is(err, unix.ECONNREFUSED), errors.Is(err, unix.EPROTOTYPE):
+			// dead: fall through to removal
+		default:
+			return false, fmt.Errorf("remove dead socket %s: cannot tell whether it is live: %w", p, err)
+		}
+	}
+	// unlink, not os.Remove: never rmdir what may have become a directory.
+	if err := unix.Unlink(p); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return false, nil
+		}
+		return false, fmt.Errorf("remove dead socket %s: %w", p, err)
+	}
+	return true, nil
+}

@@ -1,0 +1,87 @@
+package bundle
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// listen makes a real unix socket at p; with keep false it is closed at
+// once but its file left behind, as a dead shim leaves it.
+func listen(t *testing.T, p string, keep bool) {
+	t.Helper()
+	l, err := net.Listen("unix", p)
+	if err != nil {
+		t.Fatalf("listen %s: %v", p, err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	if !keep {
+		l.Close()
+		return
+	}
+	t.Cleanup(func() { l.Close() })
+}
+
+func TestRemoveDeadSocket(t *testing.T) {
+	tests := []struct {
+		name        string
+		setup       func(t *testing.T, p string) // p is the socket path
+		address     func(p string) string        // defaults to "unix://" + p
+		wantRemoved bool
+		wantErr     string // substring; "" means no error
+		wantLeft    bool   // the file must still be there
+	}{
+		{name: "dead socket", setup: func(t *testing.T, p string) { listen(t, p, false) }, wantRemoved: true},
+		{name: "live socket", setup: func(t *testing.T, p string) { listen(t, p, true) },
+			wantErr: "live", wantLeft: true},
+		{name: "missing", setup: func(*testing.T, string) {}},
+		{name: "regular file", setup: func(t *testing.T, p string) { writeFile(t, p, []byte("x")) }, wantRemoved: true},
+		{name: "symlink to a live socket is unlinked, not followed", setup: func(t *testing.T, p string) {
+			live := p + ".live"
+			listen(t, live, true)
+			if err := os.Symlink(live, p); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				if !exists(live) {
+					t.Error("the symlink's target was removed")
+				}
+			})
+		}, wantRemoved: true},
+		{name: "directory", setup: func(t *testing.T, p string) { mkdir(t, p) },
+			wantErr: "directory", wantLeft: true},
+		{name: "abstract", setup: func(*testing.T, string) {},
+			address: func(string) string { return "unix://@bundletest-abstract" }},
+		{name: "not unix", setup: func(*testing.T, string) {},
+			address: func(p string) string { return "ttrpc://" + p }, wantErr: "not a unix://"},
+		{name: "relative", setup: func(*testing.T, string) {},
+			address: func(string) string { return "unix://relative/s" }, wantErr: "not absolute"},
+		{name: "empty path", setup: func(*testing.T, string) {},
+			address: func(string) string { return "unix://" }, wantErr: "not absolute"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "s")
+			tc.setup(t, p)
+			addr := "unix://" + p
+			if tc.address != nil {
+				addr = tc.address(p)
+			}
+			removed, err := RemoveDeadSocket(addr)
+			if removed != tc.wantRemoved {
+				t.Errorf("removed = %v, want %v", removed, tc.wantRemoved)
+			}
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Errorf("error %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Errorf("error %v, want one saying %q", err, tc.wantErr)
+			}
+			if exists(p) != tc.wantLeft {
+				t.Errorf("%s exists = %v, want %v", p, exists(p), tc.wantLeft)
+			}
+		})
+	}
+}
