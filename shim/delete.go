@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -171,7 +172,7 @@ func (d *deletion) resolve() (unlock func(), err error) {
 	}
 	d.path = path
 	d.rep.Bundle = path
-	s.done(path)
+	s.done("")
 
 	f, err := os.Open(path)
 	if err != nil {
@@ -198,11 +199,16 @@ func (d *deletion) load(ctx context.Context, s *StepReport) {
 		b = &bundle.Bundle{Path: d.path, Namespace: d.req.Namespace, ID: d.req.ID, Missing: true}
 	}
 	d.b = b
-	if b.Missing {
-		s.note("task directory missing")
-	}
+	var missing []string
 	for _, p := range b.Problems {
+		if errors.Is(p.Err, fs.ErrNotExist) {
+			missing = append(missing, p.What)
+			continue
+		}
 		s.problem(p)
+	}
+	if len(missing) > 0 && !b.Missing {
+		s.problem(fmt.Errorf("missing: %s", strings.Join(missing, ", ")))
 	}
 	if b.State != nil {
 		d.rep.Pid = b.State.InitProcessPid
