@@ -13,6 +13,12 @@ import (
 // exits still wake the poll at once.
 const pollChunk = 10 * time.Millisecond
 
+// dyingGrace is how long a process that is past the point of no return in
+// do_exit may take to finish exiting before it counts as gone: a pid
+// namespace's init finishes only once its namespace's last zombie is
+// reaped, which may be up to the host's init.
+const dyingGrace = 100 * time.Millisecond
+
 // pidfdOpen opens a pidfd for pid. A missing process is errGone.
 func pidfdOpen(pid int) (int, error) {
 	for {
@@ -102,14 +108,33 @@ func waitPidfds(ctx context.Context, fds []int, max time.Duration) (exited []boo
 	}
 }
 
-// waitPidfd waits until the process behind fd has exited or ctx is done.
+// waitPidfd waits until the process behind fd has exited, or is exiting
+// (procStat.dying), or ctx is done. While fd is not readable the process is
+// not reaped, so pid still names it when its stat is read.
 func waitPidfd(ctx context.Context, fd, pid int) error {
-	for {
-		if waitPidfds(ctx, []int{fd}, time.Hour)[0] {
+	// An exit wakes the poll at once; entering do_exit does not, so the
+	// stat is read again after each chunk, from 1 ms up to pollChunk. A
+	// dying process is given dyingGrace to finish exiting (so that the
+	// runtime, run next, finds it stopped) and then counted as gone.
+	var dyingSince time.Time
+	for chunk := time.Millisecond; ; chunk = min(2*chunk, pollChunk) {
+		if pidfdExited(fd) {
 			return nil
+		}
+		st, err := readStat(pid)
+		if err != nil {
+			return nil
+		}
+		if st.dying() {
+			if dyingSince.IsZero() {
+				dyingSince = time.Now()
+			} else if time.Since(dyingSince) >= dyingGrace {
+				return nil
+			}
 		}
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("wait for pid %d to exit: %w", pid, err)
 		}
+		waitPidfds(ctx, []int{fd}, chunk)
 	}
 }

@@ -47,11 +47,23 @@ func parseProcCgroup(data []byte) (map[string]string, error) {
 // procStat is what is read from /proc/<pid>/stat.
 type procStat struct {
 	state     byte   // field 3
+	flags     uint64 // field 9, the kernel's PF_* flags
 	startTime uint64 // field 22, clock ticks since boot
 }
 
+// pfExiting is the kernel's PF_EXITING: the task is in do_exit and will
+// never run user code again.
+const pfExiting = 0x00000004
+
 // exited reports a zombie or dead process: it has exited.
 func (s procStat) exited() bool { return s.state == 'Z' || s.state == 'X' || s.state == 'x' }
+
+// dying reports a process that has exited or is exiting: past the point of
+// no return in do_exit, it holds no cgroup and runs no code. A pid
+// namespace's init stays there until every process of its namespace is
+// reaped, and one whose parent is outside the namespace (an exec'd process
+// of a dead shim) is reaped only when the host's init gets to it.
+func (s procStat) dying() bool { return s.exited() || s.flags&pfExiting != 0 }
 
 // readStat reads /proc/<pid>/stat. A missing process is errGone.
 func readStat(pid int) (procStat, error) {
@@ -84,9 +96,13 @@ func parseStat(data []byte) (procStat, error) {
 	if len(fields[0]) != 1 {
 		return procStat{}, fmt.Errorf("bad state %q", fields[0])
 	}
+	flags, err := strconv.ParseUint(fields[9-3], 10, 64)
+	if err != nil {
+		return procStat{}, fmt.Errorf("bad flags: %w", err)
+	}
 	start, err := strconv.ParseUint(fields[22-3], 10, 64)
 	if err != nil {
 		return procStat{}, fmt.Errorf("bad start time: %w", err)
 	}
-	return procStat{state: fields[0][0], startTime: start}, nil
+	return procStat{state: fields[0][0], flags: flags, startTime: start}, nil
 }

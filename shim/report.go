@@ -103,9 +103,13 @@ func (r *Report) StopStatus() shim.StopStatus {
 	return shim.StopStatus{Pid: r.Pid, ExitStatus: 128 + int(unix.SIGKILL), ExitedAt: r.ExitedAt}
 }
 
+// slowStep is how long a step may take before Text names it with its
+// duration even when it had no problem.
+const slowStep = 100 * time.Millisecond
+
 // Text is the report for stderr, which containerd logs as "cleanup
 // warnings": one summary line, then one line for each step that had
-// problems.
+// problems or was slow.
 func (r *Report) Text() string {
 	var b strings.Builder
 	status := "deleted"
@@ -124,10 +128,14 @@ func (r *Report) Text() string {
 	}
 	b.WriteString("\n")
 	for _, s := range r.Steps {
-		if len(s.Problems) == 0 {
+		if len(s.Problems) == 0 && s.Duration < slowStep {
 			continue
 		}
-		fmt.Fprintf(&b, "  %s %s: %s\n", s.Step, s.Outcome, strings.Join(s.Problems, "; "))
+		fmt.Fprintf(&b, "  %s %s in %s", s.Step, s.Outcome, s.Duration.Round(100*time.Microsecond))
+		if len(s.Problems) > 0 {
+			fmt.Fprintf(&b, ": %s", strings.Join(s.Problems, "; "))
+		}
+		b.WriteString("\n")
 	}
 	return b.String()
 }
