@@ -121,4 +121,3 @@ func ownPidfds() map[int]bool {
 	}
 	return out
 }
-
