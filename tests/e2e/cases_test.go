@@ -10,6 +10,15 @@ import (
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/tests/harness"
 )
 
+// TestResidueCheckCanFail proves that every assertion of the suite can
+// fail: the residue of a live container (nothing deleted, a host dir
+// bind-mounted in its bundle and one of its files changed) must name every
+// kind of leftover, and a pid with another start time must not pass for a
+// recorded process.
+func TestResidueCheckCanFail(t *testing.T) {
+	residueSelfCheck(t, shared)
+}
+
 // TestShimKilled: containerd is running; the shim dies by SIGKILL after its
 // task directory was broken as named; containerd runs the shim's delete.
 func TestShimKilled(t *testing.T) {
@@ -217,6 +226,7 @@ func TestCgroupV2View(t *testing.T) {
 			t.Errorf("close cgroup v2 view daemon: %v", err)
 		}
 	})
+	t.Run("harness self-check", func(t *testing.T) { residueSelfCheck(t, d) })
 	for _, dmg := range []damage{plain, runtimeMissing, {"config.json corrupt", corruptFile(harness.ConfigFile)}} {
 		t.Run(dmg.name, func(t *testing.T) {
 			for _, s := range shims {

@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -182,5 +184,42 @@ func runKilled(t *testing.T, d *harness.Daemon, s shimUnderTest, caseName string
 	if t.Failed() {
 		log, _ := d.LogSince(logOff)
 		t.Logf("containerd log since the shim was killed:\n%s", log)
+	}
+}
+
+// residueSelfCheck runs the self-check on daemon d.
+func residueSelfCheck(t *testing.T, d *harness.Daemon) {
+	t.Helper()
+	s := shims[0]
+	c := startContainer(t, d, s, caseID("harness self-check "+filepath.Base(d.Dir), s.name))
+	src, err := c.BindHostDir("volume")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "data.txt"), []byte("changed behind the harness's back\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := c.Residue(context.Background(), true)
+	for _, kind := range []string{
+		harness.KindBindSource, harness.KindBundle, harness.KindWorkDir, harness.KindRuncState,
+		harness.KindProcess, harness.KindCgroup, harness.KindMount, harness.KindSocket, harness.KindTask,
+	} {
+		if len(r.Of(kind)) == 0 {
+			t.Errorf("the residue of a live container misses its %s:\n%s", kind, r)
+		}
+	}
+	if got, want := len(r.Of(harness.KindProcess)), len(c.Procs); got != want {
+		t.Errorf("residue names %d live processes, want all %d recorded: %v", got, want, c.Procs)
+	}
+	if got, want := len(r.Of(harness.KindCgroup)), len(c.Cgroups); got != want {
+		t.Errorf("residue names %d cgroups, want all %d recorded: %v", got, want, c.Cgroups)
+	}
+	if got := len(r.Of(harness.KindMount)); got < 2 {
+		t.Errorf("residue names %d mounts under the bundle, want rootfs and volume:\n%s", got, r)
+	}
+	reused := c.Init
+	reused.Start++
+	if reused.Alive() {
+		t.Errorf("pid %d with another start time passes for the recorded init", reused.Pid)
 	}
 }

@@ -24,6 +24,26 @@ import (
 func (c *Container) Cleanup(ctx context.Context) error {
 	var errs []error
 
+	// containerd first, so that nothing renames the bundle under our feet:
+	// a live shim deletes its task the normal way; for a dead one containerd
+	// runs the shim's delete and bundle removal itself, so wait (bounded)
+	// until it has forgotten the task.
+	forget := func() {
+		client := c.d.Client()
+		if client == nil || c.container == nil {
+			return
+		}
+		cctx, cancel := context.WithTimeout(c.Context(ctx), 15*time.Second)
+		defer cancel()
+		if c.Shim.Pid > 0 && c.Shim.Alive() {
+			if task, err := c.container.Task(cctx, nil); err == nil {
+				_, _ = task.Delete(cctx, containerd.WithProcessKill)
+			}
+		}
+		c.WaitTaskGone(cctx, 15*time.Second)
+	}
+	forget()
+
 	// Processes: the recorded ones, then anything still in the cgroups (a
 	// cgroup member is a container process by construction).
 	procs := append([]Proc{c.Shim}, c.Procs...)
@@ -34,6 +54,7 @@ func (c *Container) Cleanup(ctx context.Context) error {
 			}
 		}
 	}
+	shimWasAlive := c.Shim.Pid > 0 && c.Shim.Alive()
 	for _, p := range procs {
 		if p.Pid > 0 {
 			if err := p.Kill(); err != nil {
@@ -46,31 +67,31 @@ func (c *Container) Cleanup(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("processes alive after SIGKILL: %v", left))
 	}
 	cancel()
-
-	// containerd's record: the task (if a live shim still serves it) and
-	// the container's metadata.
+	if shimWasAlive {
+		forget() // containerd now cleans up after the shim we killed
+	}
 	if client := c.d.Client(); client != nil && c.container != nil {
 		cctx, cancel := context.WithTimeout(c.Context(ctx), 10*time.Second)
-		if task, err := c.container.Task(cctx, nil); err == nil {
-			_, _ = task.Delete(cctx, containerd.WithProcessKill)
-		}
 		if err := client.ContainerService().Delete(cctx, c.Cfg.ID); err != nil && !errdefs.IsNotFound(err) {
 			errs = append(errs, fmt.Errorf("delete container metadata: %w", err))
 		}
 		cancel()
 	}
 
-	// Mounts, deepest first, detached if busy.
+	// Mounts, deepest first, detached if busy; repeated (bounded) in case
+	// a path moved (containerd renames a bundle to .<id> before removing it).
 	dirs := []string{c.Bundle, dotted(c.Bundle), c.Dir}
-	for _, m := range mountsUnder(c.d.mountNSPids(), dirs...) {
-		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("unmount %s: %w", m, err))
+	var mountsLeft []string
+	Poll(5*time.Second, 20*time.Millisecond, func() bool {
+		for _, m := range mountsUnder(c.d.mountNSPids(), dirs...) {
+			_ = unix.Unmount(m, unix.MNT_DETACH)
+			if c.d.CgroupV2View() && c.d.Pid() > 0 {
+				_ = c.d.inMountNS("umount", "-l", m)
+			}
 		}
-		if c.d.CgroupV2View() && c.d.Pid() > 0 {
-			_ = c.d.inMountNS("umount", "-l", m)
-		}
-	}
-	mountsLeft := mountsUnder(c.d.mountNSPids(), dirs...)
+		mountsLeft = mountsUnder(c.d.mountNSPids(), dirs...)
+		return len(mountsLeft) == 0
+	})
 	if len(mountsLeft) > 0 {
 		errs = append(errs, fmt.Errorf("mounts left: %v", mountsLeft))
 	}
