@@ -25,18 +25,20 @@ func TestShimKilled(t *testing.T) {
 	damages := []damage{
 		plain,
 		runtimeMissing,
-		{"init.pid missing", removeFiles(harness.InitPidFile)},
-		{"options.json missing", removeFiles(harness.OptionsFile)},
-		{"config.json missing", removeFiles(harness.ConfigFile)},
-		{"runtime corrupt", corruptFile(harness.RuntimeFile)},
-		{"init.pid corrupt", corruptFile(harness.InitPidFile)},
-		{"options.json corrupt", corruptFile(harness.OptionsFile)},
-		{"config.json corrupt", corruptFile(harness.ConfigFile)},
-		{"all four missing", removeFiles(harness.BundleFiles...)},
-		{"runc state dir removed", (*harness.Container).RemoveRuncState},
-		{"runtime binary missing", (*harness.Container).PointAtMissingRuntime},
-		{"host dir bind-mounted on the rootfs", bindHostDir("rootfs/mnt/host")},
-		{"host dir bind-mounted in the bundle, outside the rootfs", bindHostDir("volume")},
+		{name: "init.pid missing", apply: removeFiles(harness.InitPidFile)},
+		{name: "options.json missing", apply: removeFiles(harness.OptionsFile)},
+		{name: "config.json missing", apply: removeFiles(harness.ConfigFile)},
+		{name: "runtime corrupt", apply: corruptFile(harness.RuntimeFile)},
+		{name: "init.pid corrupt", apply: corruptFile(harness.InitPidFile)},
+		{name: "options.json corrupt", apply: corruptFile(harness.OptionsFile)},
+		{name: "config.json corrupt", apply: corruptFile(harness.ConfigFile)},
+		{name: "all four missing", apply: removeFiles(harness.BundleFiles...)},
+		{name: "runc state dir removed", apply: (*harness.Container).RemoveRuncState},
+		{name: "runtime binary missing", apply: (*harness.Container).PointAtMissingRuntime},
+		{name: "host dir bind-mounted on the rootfs", apply: bindHostDir("rootfs/mnt/host")},
+		{name: "host dir bind-mounted in the bundle, outside the rootfs", apply: bindHostDir("volume")},
+		{name: "init.pid names a process outside the container", harm: bystander(false)},
+		{name: "init.pid names a process outside, runc state removed", harm: bystander(true)},
 	}
 	for _, dmg := range damages {
 		t.Run(dmg.name, func(t *testing.T) {
@@ -58,9 +60,9 @@ func TestContainerdRestart(t *testing.T) {
 	damages := []damage{
 		plain,
 		runtimeMissing,
-		{"config.json corrupt", corruptFile(harness.ConfigFile)},
-		{"runc state dir removed", (*harness.Container).RemoveRuncState},
-		{"host dir bind-mounted on the rootfs", bindHostDir("rootfs/mnt/host")},
+		{name: "config.json corrupt", apply: corruptFile(harness.ConfigFile)},
+		{name: "runc state dir removed", apply: (*harness.Container).RemoveRuncState},
+		{name: "host dir bind-mounted on the rootfs", apply: bindHostDir("rootfs/mnt/host")},
 	}
 	type task struct {
 		s    shimUnderTest
@@ -227,7 +229,7 @@ func TestCgroupV2View(t *testing.T) {
 		}
 	})
 	t.Run("harness self-check", func(t *testing.T) { residueSelfCheck(t, d) })
-	for _, dmg := range []damage{plain, runtimeMissing, {"config.json corrupt", corruptFile(harness.ConfigFile)}} {
+	for _, dmg := range []damage{plain, runtimeMissing, {name: "config.json corrupt", apply: corruptFile(harness.ConfigFile)}} {
 		t.Run(dmg.name, func(t *testing.T) {
 			for _, s := range shims {
 				t.Run(s.name, func(t *testing.T) {

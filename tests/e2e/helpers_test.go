@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -31,6 +32,9 @@ const exitStatusKilled = 137
 type damage struct {
 	name  string
 	apply func(c *harness.Container) error // nil: nothing but the kill
+	// harm, when set, also breaks the bundle (after apply) and returns a
+	// check of collateral damage, run after the delete: "" when none.
+	harm func(t *testing.T, c *harness.Container) (check func() string)
 }
 
 func removeFiles(names ...string) func(c *harness.Container) error {
@@ -55,9 +59,45 @@ func bindHostDir(rel string) func(c *harness.Container) error {
 	}
 }
 
+// bystander starts a process outside the container (a child of the test,
+// reaped by its Wait) and writes its pid into init.pid, as if the
+// container's init pid had been reused. The delete must leave it alone;
+// with removeState, runc's state (the proof of the real init) is gone too.
+func bystander(removeState bool) func(t *testing.T, c *harness.Container) func() string {
+	return func(t *testing.T, c *harness.Container) func() string {
+		t.Helper()
+		cmd := exec.Command("sleep", "1000003")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		})
+		p, err := harness.RecordProc(cmd.Process.Pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.PointInitPidAt(p.Pid); err != nil {
+			t.Fatal(err)
+		}
+		if removeState {
+			if err := c.RemoveRuncState(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return func() string {
+			if !p.Alive() {
+				return fmt.Sprintf("bystander %s KILLED", p)
+			}
+			return ""
+		}
+	}
+}
+
 var (
 	plain          = damage{name: "shim SIGKILL"}
-	runtimeMissing = damage{"runtime missing", removeFiles(harness.RuntimeFile)}
+	runtimeMissing = damage{name: "runtime missing", apply: removeFiles(harness.RuntimeFile)}
 )
 
 var nonID = regexp.MustCompile(`[^a-z0-9]+`)
@@ -167,6 +207,10 @@ func runKilled(t *testing.T, d *harness.Daemon, s shimUnderTest, caseName string
 			t.Fatalf("damage %q: %v", dmg.name, err)
 		}
 	}
+	var collateral func() string
+	if dmg.harm != nil {
+		collateral = dmg.harm(t, c)
+	}
 	_, logOff := d.LogSince(0)
 	if err := c.KillShim(); err != nil {
 		t.Fatal(err)
@@ -174,13 +218,21 @@ func runKilled(t *testing.T, d *harness.Daemon, s shimUnderTest, caseName string
 	ev, seen := d.WaitExit(namespace, c.Cfg.ID, exitTimeout)
 	c.WaitTaskGone(ctx, taskTimeout)
 	r := c.WaitClean(ctx, settle, true)
-	results.record(caseName, s.name, outcome(r, exitNote(ev, seen)))
+	harmed := ""
+	if collateral != nil {
+		harmed = collateral()
+	}
+	cell := outcome(r, exitNote(ev, seen), harmed)
+	results.record(caseName, s.name, cell)
 	if !s.asserted {
-		t.Logf("%s with %s: %s", caseName, s.name, outcome(r, exitNote(ev, seen)))
+		t.Logf("%s with %s: %s", caseName, s.name, cell)
 		return
 	}
 	checkExit(t, ev, seen)
 	checkClean(t, r)
+	if harmed != "" {
+		t.Errorf("collateral damage: %s", harmed)
+	}
 	if t.Failed() {
 		log, _ := d.LogSince(logOff)
 		t.Logf("containerd log since the shim was killed:\n%s", log)

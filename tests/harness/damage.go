@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -41,6 +42,12 @@ func (c *Container) RemoveFile(name string) error {
 // CorruptFile replaces one file of the task directory with Garbage.
 func (c *Container) CorruptFile(name string) error {
 	return os.WriteFile(filepath.Join(c.Bundle, name), Garbage, 0o600)
+}
+
+// PointInitPidAt writes pid into init.pid: a claim that names a process
+// that is not the container's (as after pid reuse).
+func (c *Container) PointInitPidAt(pid int) error {
+	return os.WriteFile(filepath.Join(c.Bundle, InitPidFile), []byte(strconv.Itoa(pid)), 0o644)
 }
 
 // RemoveRuncState removes runc's state directory for the container.
