@@ -61,7 +61,15 @@ e2e: build upstream containerd17
 	E2E_CONTAINERD=$(CURDIR)/$(CONTAINERD17) $(GOTEST) -count=1 -v -timeout 20m ./tests/e2e/ || status=1; \
 	exit $$status
 
-test: deps vet unit e2e
+# Kubernetes path: pods driven through containerd's CRI plugin as kubelet
+# drives them, handlers `runc` (upstream's shim) and `robust` (ours) side by
+# side, against Debian's containerd 1.6 and containerd 1.7 in one run (~1 min
+# on 2 cores). tests/out/cri-side-by-side.md gets what each handler left.
+.PHONY: cri
+cri: build upstream containerd17
+	$(GOTEST) -count=1 -v -timeout 20m ./tests/cri/
+
+test: deps vet unit e2e cri
 
 demo: deps build upstream
 	$(GO) run ./tests/demo

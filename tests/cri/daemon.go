@@ -1,0 +1,539 @@
+package cri
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	containerd "github.com/containerd/containerd"
+	eventstypes "github.com/containerd/containerd/api/events"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/typeurl/v2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/tests/harness"
+)
+
+// Namespace is the containerd namespace of CRI's pods and images.
+const Namespace = "k8s.io"
+
+// StartTimeout bounds how long Start waits for containerd and its CRI
+// plugin to serve.
+const StartTimeout = 60 * time.Second
+
+// DaemonConfig says which containerd to run and with which shims.
+type DaemonConfig struct {
+	// Binary is the containerd binary (with the CRI plugin built in).
+	Binary string
+	// Shims maps a binary name on the daemon's PATH (ShimRobustBinary,
+	// ShimUpstreamBinary) to the file installed under it.
+	Shims map[string]string
+	// SandboxImage is the CRI sandbox ("pause") image reference; the test
+	// imports it after start.
+	SandboxImage string
+	// Dir is the parent of the daemon's temp directory ("" = os.TempDir()).
+	Dir string
+}
+
+// Daemon is one private containerd with the CRI plugin: its own root,
+// state, sockets, CNI directories (empty) and bin directory, never the
+// machine's defaults.
+type Daemon struct {
+	cfg DaemonConfig
+
+	Dir          string
+	Root         string
+	State        string
+	Address      string // gRPC socket (containerd API and CRI)
+	TTRPCAddress string
+	ConfigPath   string
+	BinDir       string // shims by binary name; first on the daemon's PATH
+	CNIBinDir    string
+	CNIConfDir   string
+	LogPath      string
+	// Version is `containerd --version`'s version field, known before the
+	// first start; Setup is the handler set-up chosen for it.
+	Version string
+	Setup   Setup
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{}
+	waitErr error
+	client  *containerd.Client
+	conn    *grpc.ClientConn
+	exits   *exitRecorder
+	cancel  context.CancelFunc
+}
+
+// NewDaemon creates the daemon's directories, installs copies of the shims
+// and writes the configuration for the set-up its version calls for. It
+// does not start it.
+func NewDaemon(cfg DaemonConfig) (*Daemon, error) {
+	version, err := binaryVersion(cfg.Binary)
+	if err != nil {
+		return nil, err
+	}
+	setup, err := SetupFor(version)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(cfg.Dir, "cri-containerd-")
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{
+		cfg:          cfg,
+		Dir:          dir,
+		Root:         filepath.Join(dir, "root"),
+		State:        filepath.Join(dir, "state"),
+		Address:      filepath.Join(dir, "containerd.sock"),
+		TTRPCAddress: filepath.Join(dir, "containerd.sock.ttrpc"),
+		ConfigPath:   filepath.Join(dir, "config.toml"),
+		BinDir:       filepath.Join(dir, "bin"),
+		CNIBinDir:    filepath.Join(dir, "cni", "bin"),
+		CNIConfDir:   filepath.Join(dir, "cni", "conf"),
+		LogPath:      filepath.Join(dir, "containerd.log"),
+		Version:      version,
+		Setup:        setup,
+	}
+	for _, p := range []string{d.Root, d.State, d.BinDir, d.CNIBinDir, d.CNIConfDir} {
+		if err := os.MkdirAll(p, 0o711); err != nil {
+			return nil, err
+		}
+	}
+	for name, src := range cfg.Shims {
+		// A copy: a rebuild during the run must not change the binary under
+		// test half-way.
+		if err := copyFile(src, d.ShimPath(name), 0o755); err != nil {
+			return nil, fmt.Errorf("install %s: %w", name, err)
+		}
+	}
+	if err := os.WriteFile(d.ConfigPath, []byte(d.daemonConfig()), 0o600); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// binaryVersion runs `containerd --version` ("containerd <pkg> <version>
+// <revision>") and returns the version field.
+func binaryVersion(bin string) (string, error) {
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil {
+		return "", fmt.Errorf("%s --version: %w", bin, err)
+	}
+	f := strings.Fields(string(out))
+	if len(f) < 3 {
+		return "", fmt.Errorf("%s --version: unexpected %q", bin, out)
+	}
+	return f[2], nil
+}
+
+// ShimPath is the installed shim binary of that name.
+func (d *Daemon) ShimPath(name string) string { return filepath.Join(d.BinDir, name) }
+
+// Binary is the containerd binary the daemon runs.
+func (d *Daemon) Binary() string { return d.cfg.Binary }
+
+// PathEnv is the PATH the daemon (and so every shim and runc) runs with:
+// the bin directory first, so that upstream's shim shadows Debian's.
+func (d *Daemon) PathEnv() string {
+	return d.BinDir + ":" + os.Getenv("PATH") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+}
+
+// Start starts the daemon and waits (bounded by StartTimeout) until both the
+// containerd API and the CRI runtime service answer. On failure the error
+// carries the tail of the daemon's log.
+func (d *Daemon) Start(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cmd != nil {
+		select {
+		case <-d.done:
+			d.cmd = nil
+		default:
+			return errors.New("containerd already running")
+		}
+	}
+	logf, err := os.OpenFile(d.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(logf, "=== start %s\n", time.Now().Format(time.RFC3339Nano))
+	cmd := exec.Command(d.cfg.Binary, "--config", d.ConfigPath)
+	env := []string{}
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "PATH=") {
+			env = append(env, e)
+		}
+	}
+	cmd.Env = append(env, "PATH="+d.PathEnv())
+	cmd.Dir = d.Dir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start containerd: %w", err)
+	}
+	done := make(chan struct{})
+	d.cmd, d.done = cmd, done
+	go func() {
+		err := cmd.Wait()
+		logf.Close()
+		d.mu.Lock()
+		d.waitErr = err
+		d.mu.Unlock()
+		close(done)
+	}()
+	fail := func(err error) error {
+		_ = cmd.Process.Kill()
+		<-done
+		d.cmd = nil
+		return fmt.Errorf("%w\n--- containerd log (tail) ---\n%s", err, d.LogTail(40))
+	}
+
+	var (
+		client  *containerd.Client
+		conn    *grpc.ClientConn
+		lastErr error
+		exited  bool
+	)
+	ok := harness.Poll(StartTimeout, 100*time.Millisecond, func() bool {
+		select {
+		case <-done:
+			exited = true
+			return true
+		default:
+		}
+		if _, err := os.Stat(d.Address); err != nil {
+			lastErr = err
+			return false
+		}
+		if client == nil {
+			c, err := containerd.New(d.Address, containerd.WithTimeout(2*time.Second),
+				containerd.WithDefaultNamespace(Namespace))
+			if err != nil {
+				lastErr = err
+				return false
+			}
+			client = c
+		}
+		if conn == nil {
+			c, err := grpc.NewClient("unix://"+d.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				lastErr = err
+				return false
+			}
+			conn = c
+		}
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		if _, err := client.Version(cctx); err != nil {
+			lastErr = err
+			return false
+		}
+		st, err := runtimeapi.NewRuntimeServiceClient(conn).Status(cctx, &runtimeapi.StatusRequest{})
+		if err != nil {
+			lastErr = fmt.Errorf("CRI status: %w", err)
+			return false
+		}
+		for _, c := range st.GetStatus().GetConditions() {
+			if c.Type == runtimeapi.RuntimeReady && !c.Status {
+				lastErr = fmt.Errorf("CRI RuntimeReady false: %s %s", c.Reason, c.Message)
+				return false
+			}
+		}
+		return true
+	})
+	closeClients := func() {
+		if client != nil {
+			client.Close()
+		}
+		if conn != nil {
+			conn.Close()
+		}
+	}
+	if exited {
+		closeClients()
+		return fail(fmt.Errorf("containerd exited during start-up: %v", d.waitErr))
+	}
+	if !ok {
+		closeClients()
+		return fail(fmt.Errorf("containerd's CRI plugin did not serve on %s within %s: %v", d.Address, StartTimeout, lastErr))
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	rec, err := subscribeExits(sctx, client)
+	if err != nil {
+		cancel()
+		closeClients()
+		return fail(err)
+	}
+	d.client, d.conn, d.exits, d.cancel = client, conn, rec, cancel
+	return nil
+}
+
+// Running reports whether the daemon process is up.
+func (d *Daemon) Running() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cmd == nil {
+		return false
+	}
+	select {
+	case <-d.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Pid is the daemon's pid, 0 when it is not running.
+func (d *Daemon) Pid() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cmd == nil {
+		return 0
+	}
+	return d.cmd.Process.Pid
+}
+
+// Client is containerd's client (default namespace k8s.io); nil when the
+// daemon is not running.
+func (d *Daemon) Client() *containerd.Client {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.client
+}
+
+// Runtime is the CRI runtime service client; nil when the daemon is not
+// running.
+func (d *Daemon) Runtime() runtimeapi.RuntimeServiceClient {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.conn == nil {
+		return nil
+	}
+	return runtimeapi.NewRuntimeServiceClient(d.conn)
+}
+
+// Images is the CRI image service client; nil when the daemon is not
+// running.
+func (d *Daemon) Images() runtimeapi.ImageServiceClient {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.conn == nil {
+		return nil
+	}
+	return runtimeapi.NewImageServiceClient(d.conn)
+}
+
+// Stop sends SIGTERM and waits (15 s) for the daemon to exit, then kills
+// it. Shims keep running, as in production.
+func (d *Daemon) Stop() error { return d.halt(syscall.SIGTERM, 15*time.Second) }
+
+// Kill SIGKILLs the daemon and waits for it to exit.
+func (d *Daemon) Kill() error { return d.halt(syscall.SIGKILL, 15*time.Second) }
+
+func (d *Daemon) halt(sig syscall.Signal, grace time.Duration) error {
+	d.mu.Lock()
+	cmd, done := d.cmd, d.done
+	if d.client != nil {
+		d.client.Close()
+	}
+	if d.conn != nil {
+		d.conn.Close()
+	}
+	if d.cancel != nil {
+		d.cancel()
+	}
+	d.client, d.conn, d.exits, d.cancel = nil, nil, nil, nil
+	d.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-done:
+	case <-time.After(grace):
+		_ = cmd.Process.Kill()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			return fmt.Errorf("containerd pid %d did not exit after SIGKILL", cmd.Process.Pid)
+		}
+	}
+	d.mu.Lock()
+	d.cmd = nil
+	d.mu.Unlock()
+	return nil
+}
+
+// Close stops the daemon and removes its directory unless a mount is left
+// below it (then the directory stays and the error says so).
+func (d *Daemon) Close() error {
+	err := d.Stop()
+	if ms := mountsUnder(d.Dir); len(ms) > 0 {
+		return errors.Join(err, fmt.Errorf("mounts left under %s: %v; directory kept", d.Dir, ms))
+	}
+	return errors.Join(err, os.RemoveAll(d.Dir))
+}
+
+// LogTail is the last n lines of the daemon's log.
+func (d *Daemon) LogTail(n int) string {
+	data, err := os.ReadFile(d.LogPath)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// LogSize is the current length of the daemon's log, for LogSince.
+func (d *Daemon) LogSize() int64 {
+	fi, err := os.Stat(d.LogPath)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// LogSince returns the daemon's log from byte offset off.
+func (d *Daemon) LogSince(off int64) string {
+	data, err := os.ReadFile(d.LogPath)
+	if err != nil || int64(len(data)) < off {
+		return ""
+	}
+	return string(data[off:])
+}
+
+// WaitExit waits (bounded by timeout) for containerd's TaskExit of the
+// init process of task id (namespace k8s.io) published since the daemon's
+// last start: after a shim's death containerd publishes it with the status
+// the shim's `delete` reported, or 255 when the delete failed.
+func (d *Daemon) WaitExit(id string, timeout time.Duration) (*eventstypes.TaskExit, bool) {
+	d.mu.Lock()
+	rec := d.exits
+	d.mu.Unlock()
+	if rec == nil {
+		return nil, false
+	}
+	return rec.wait(id, timeout)
+}
+
+// exitRecorder keeps the last TaskExit of each init process in k8s.io seen
+// on one subscription.
+type exitRecorder struct {
+	mu    sync.Mutex
+	exits map[string]*eventstypes.TaskExit
+	wake  chan struct{}
+}
+
+const syncTopic = "/cri-e2e/sync"
+
+// subscribeExits subscribes to /tasks/exit and proves the subscription live
+// before returning: it publishes an event of its own and waits for it to
+// come back, so that no exit published afterwards is missed.
+func subscribeExits(ctx context.Context, client *containerd.Client) (*exitRecorder, error) {
+	rec := &exitRecorder{exits: map[string]*eventstypes.TaskExit{}, wake: make(chan struct{})}
+	ch, errs := client.Subscribe(ctx, `topic=="/tasks/exit"`, `topic=="`+syncTopic+`"`)
+	token := fmt.Sprintf("sync-%d", time.Now().UnixNano())
+	synced := make(chan struct{})
+	go func() {
+		var once sync.Once
+		for {
+			select {
+			case env, ok := <-ch:
+				if !ok {
+					return
+				}
+				v, err := typeurl.UnmarshalAny(env.Event)
+				if err != nil {
+					continue
+				}
+				ev, ok := v.(*eventstypes.TaskExit)
+				if !ok {
+					continue
+				}
+				if env.Topic == syncTopic {
+					if ev.ID == token {
+						once.Do(func() { close(synced) })
+					}
+					continue
+				}
+				if env.Namespace != Namespace || ev.ID != ev.ContainerID {
+					continue // another namespace, or an exec'd process
+				}
+				rec.mu.Lock()
+				rec.exits[ev.ContainerID] = ev
+				close(rec.wake)
+				rec.wake = make(chan struct{})
+				rec.mu.Unlock()
+			case <-errs:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	pctx := namespaces.WithNamespace(ctx, "cri-e2e-sync")
+	deadline := time.After(10 * time.Second)
+	for {
+		if err := client.EventService().Publish(pctx, syncTopic, &eventstypes.TaskExit{ID: token}); err != nil {
+			return nil, fmt.Errorf("publish sync event: %w", err)
+		}
+		select {
+		case <-synced:
+			return rec, nil
+		case <-time.After(200 * time.Millisecond):
+		case <-deadline:
+			return nil, errors.New("event subscription did not deliver the sync event within 10s")
+		}
+	}
+}
+
+func (r *exitRecorder) wait(id string, timeout time.Duration) (*eventstypes.TaskExit, bool) {
+	deadline := time.After(timeout)
+	for {
+		r.mu.Lock()
+		ev, wake := r.exits[id], r.wake
+		r.mu.Unlock()
+		if ev != nil {
+			return ev, true
+		}
+		select {
+		case <-wake:
+		case <-deadline:
+			return nil, false
+		}
+	}
+}
+
+func copyFile(src, dst string, mode os.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}

@@ -1,0 +1,81 @@
+package cri
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestREADMESnippet keeps README-snippet.md the configuration the suite
+// runs: each set-up's handler, rendered by the same function the daemons'
+// configurations are (with the README's install path), and the
+// RuntimeClass manifest must appear there as fenced blocks, byte for byte.
+func TestREADMESnippet(t *testing.T) {
+	data, err := os.ReadFile("README-snippet.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := fencedBlocks(string(data))
+	want := map[string]string{
+		"toml, runtime type": "version = 2\n" + HandlerConfig(SetupRuntimeType, HandlerRobust, InstallPath),
+		"toml, runtime path": "version = 2\n" + HandlerConfig(SetupRuntimePath, HandlerRobust, InstallPath),
+		"yaml, RuntimeClass": RuntimeClassManifest(HandlerRobust),
+	}
+	for name, w := range want {
+		lang := strings.SplitN(name, ",", 2)[0]
+		found := false
+		for _, b := range blocks[lang] {
+			found = found || b == w
+		}
+		if !found {
+			t.Errorf("README-snippet.md has no ```%s block for the %s set-up; the suite uses:\n%s", lang, name, w)
+		}
+	}
+}
+
+// fencedBlocks returns the bodies of the ``` blocks of a Markdown text by
+// their language tag.
+func fencedBlocks(md string) map[string][]string {
+	out := map[string][]string{}
+	var lang string
+	var body []string
+	in := false
+	for _, line := range strings.Split(md, "\n") {
+		switch {
+		case !in && strings.HasPrefix(line, "```"):
+			in, lang, body = true, strings.TrimPrefix(line, "```"), nil
+		case in && line == "```":
+			in = false
+			out[lang] = append(out[lang], strings.Join(body, "\n")+"\n")
+		case in:
+			body = append(body, line)
+		}
+	}
+	return out
+}
+
+func TestSetupFor(t *testing.T) {
+	for _, tc := range []struct {
+		version string
+		want    Setup
+	}{
+		{"1.6.20~ds1", SetupRuntimeType},
+		{"1.6.0", SetupRuntimeType},
+		{"1.6.21", SetupRuntimePath},
+		{"1.7.0", SetupRuntimeType},
+		{"1.7.1", SetupRuntimePath},
+		{"1.7.35+unknown", SetupRuntimePath},
+		{"v2.0.0", SetupRuntimePath},
+		{"1.5.18", SetupRuntimeType},
+	} {
+		t.Run(tc.version, func(t *testing.T) {
+			got, err := SetupFor(tc.version)
+			if err != nil || got != tc.want {
+				t.Errorf("SetupFor(%q) = %v, %v; want %v", tc.version, got, err, tc.want)
+			}
+		})
+	}
+	if _, err := SetupFor("unknown"); err == nil {
+		t.Error(`SetupFor("unknown"): no error`)
+	}
+}
