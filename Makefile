@@ -7,7 +7,7 @@ UPSTREAM  := $(BIN)/upstream/containerd-shim-runc-v2
 CONTAINERD17 := $(BIN)/containerd-1.7/containerd
 GOTEST    ?= $(GO) test
 
-.PHONY: all deps build upstream containerd17 install test unit e2e vet demo bench clean FORCE
+.PHONY: all deps build upstream containerd17 install test unit e2e ops vet demo bench clean FORCE
 
 all: build
 
@@ -61,6 +61,11 @@ e2e: build upstream containerd17
 	E2E_CONTAINERD=$(CURDIR)/$(CONTAINERD17) $(GOTEST) -count=1 -v -timeout 20m ./tests/e2e/ || status=1; \
 	exit $$status
 
+# Operators' side end-to-end: delete by hand, gc, reports, metrics, against a
+# private containerd (E2E_CONTAINERD, default Debian's) with upstream's orphans.
+ops: build upstream
+	$(GOTEST) -count=1 -v -timeout 20m ./tests/ops/
+
 # Kubernetes path: pods driven through containerd's CRI plugin as kubelet
 # drives them, handlers `runc` (upstream's shim) and `robust` (ours) side by
 # side, against Debian's containerd 1.6 and containerd 1.7 in one run (~1 min
@@ -69,7 +74,7 @@ e2e: build upstream containerd17
 cri: build upstream containerd17
 	$(GOTEST) -count=1 -v -timeout 20m ./tests/cri/
 
-test: deps vet unit e2e cri
+test: deps vet unit e2e ops cri
 
 demo: deps build upstream
 	$(GO) run ./tests/demo

@@ -32,10 +32,47 @@ var ErrUnsafe = errors.New("task directory left in place")
 type Request struct {
 	Namespace string
 	ID        string
-	// Bundle is the task directory; "" means the working directory.
+	// Bundle is the task directory; "" means the working directory, or
+	// the task's directory under StateDir (see TaskDir).
 	Bundle string
+	// StateDir is containerd's runtime v2 task state directory (e.g.
+	// DefaultStateDir), where the task directory is <StateDir>/<ns>/<id>.
+	// It is used only when Bundle is "" and the working directory is not
+	// the task directory; "" means it is not used.
+	StateDir string
 	// Timeout bounds the whole delete; 0 means DefaultTimeout.
 	Timeout time.Duration
+}
+
+// TaskDir returns the task directory Delete resolves for r, after
+// validating the namespace and id (nothing else is checked, nothing is
+// touched): Bundle when set; else the working directory when its base name
+// is the id (containerd runs `delete` there); else
+// <StateDir>/<Namespace>/<ID> when StateDir is set (by hand, from anywhere);
+// else the working directory, which Delete then refuses. A working
+// directory that cannot be read (it was removed) counts as not the task
+// directory. A relative Bundle or StateDir is made absolute.
+func (r Request) TaskDir() (string, error) {
+	if err := bundle.ValidateNamespace(r.Namespace); err != nil {
+		return "", err
+	}
+	if err := bundle.ValidateID(r.ID); err != nil {
+		return "", err
+	}
+	if r.Bundle != "" {
+		return filepath.Abs(r.Bundle)
+	}
+	cwd, err := os.Getwd()
+	if err == nil && filepath.Base(cwd) == r.ID {
+		return cwd, nil
+	}
+	if r.StateDir != "" {
+		return filepath.Abs(filepath.Join(r.StateDir, r.Namespace, r.ID))
+	}
+	if err != nil {
+		return "", fmt.Errorf("no -bundle, no state directory and no working directory: %w", err)
+	}
+	return cwd, nil
 }
 
 // Delete is the delete path. It runs the steps below in order, each
@@ -43,9 +80,9 @@ type Request struct {
 // could not do. It returns an error only when the request itself is invalid
 // (nothing is touched then) or when ErrUnsafe applies.
 //
-//  1. resolve  – the task directory: Request.Bundle, else the working
-//     directory; its base name must be the id. Locked against a concurrent
-//     delete of the same task.
+//  1. resolve  – the task directory (Request.TaskDir): Request.Bundle, else
+//     the working directory, else <StateDir>/<ns>/<id>; its base name must
+//     be the id. Locked against a concurrent delete of the same task.
 //  2. load     – every file of it and runc's state, best-effort (package bundle).
 //  3. kill     – every process proven to be the container's (verified init
 //     via pidfd, and the cgroups), wait until gone, then the runtime's own
@@ -158,13 +195,8 @@ func (d *deletion) resolve() (unlock func(), err error) {
 	if err := bundle.ValidateID(d.req.ID); err != nil {
 		return nil, fmt.Errorf("resolve: %w", err)
 	}
-	path := d.req.Bundle
-	if path == "" {
-		if path, err = os.Getwd(); err != nil {
-			return nil, fmt.Errorf("resolve: no -bundle and no working directory: %w", err)
-		}
-	}
-	if path, err = filepath.Abs(path); err != nil {
+	path, err := d.req.TaskDir()
+	if err != nil {
 		return nil, fmt.Errorf("resolve: %w", err)
 	}
 	if filepath.Base(path) != d.req.ID {

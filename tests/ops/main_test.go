@@ -1,0 +1,175 @@
+// Package ops is the end-to-end suite of the operators' side of the robust
+// shim: `delete` by hand from anywhere, the `gc` sweep, the reports and the
+// metrics file, against a private containerd, real runc, real cgroups and
+// mounts, with orphans left by UPSTREAM's shim (containerd-shim-runc-v2).
+//
+// Environment (the same names as tests/e2e):
+//
+//	E2E_CONTAINERD     containerd binary (default /usr/bin/containerd)
+//	E2E_SHIM           our shim (default bin/containerd-shim-runc-v2-robust)
+//	E2E_UPSTREAM_SHIM  upstream's shim (default bin/upstream/containerd-shim-runc-v2)
+//	E2E_BUSYBOX        static busybox (default: busybox on PATH)
+//
+// The suite never skips: when it cannot run (not root, a binary missing, the
+// daemon does not start) TestMain fails with a message saying why.
+package ops
+
+import (
+	"context"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/shim"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/tests/harness"
+)
+
+var (
+	repoRoot   string
+	busybox    string
+	containerd string
+	ours       string // our binary, the CLI under test
+	upstream   string
+
+	// daemon is the private containerd every test uses, with both shims.
+	daemon *harness.Daemon
+	// containerdMetrics is the metrics directory in containerd's
+	// environment: deletes containerd runs with our shim write there.
+	containerdMetrics string
+
+	nsA = fmt.Sprintf("ops-a-%d", os.Getpid())
+	nsB = fmt.Sprintf("ops-b-%d", os.Getpid())
+)
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func TestMain(m *testing.M) {
+	if err := setUp(); err != nil {
+		fmt.Fprintf(os.Stderr, "\n*** OPS SUITE CANNOT RUN: %v\n*** (this is a failure, not a skip)\nFAIL\n", err)
+		os.Exit(2)
+	}
+	code := m.Run()
+	if err := daemon.Close(); err != nil {
+		fmt.Fprintf(os.Stderr, "closing the daemon: %v\n", err)
+	}
+	_ = os.RemoveAll(containerdMetrics)
+	for _, ns := range []string{nsA, nsB} {
+		_ = os.Remove(filepath.Join(harness.DefaultRuncRoot, ns))
+		if err := harness.RemoveNamespaceCgroups(ns); err != nil {
+			fmt.Fprintf(os.Stderr, "namespace cgroups: %v\n", err)
+		}
+	}
+	os.Exit(code)
+}
+
+// setUp checks every prerequisite and starts the daemon; any error is fatal
+// for the whole suite.
+func setUp() error {
+	if os.Geteuid() != 0 {
+		return errors.New("the suite needs root (real mounts, cgroups, containerd)")
+	}
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		return err
+	}
+	repoRoot = root
+	containerd = envOr("E2E_CONTAINERD", "/usr/bin/containerd")
+	if err := executable(containerd); err != nil {
+		return fmt.Errorf("containerd: %w (install Debian's containerd, or set E2E_CONTAINERD)", err)
+	}
+	busybox = os.Getenv("E2E_BUSYBOX")
+	if busybox == "" {
+		if busybox, err = exec.LookPath("busybox"); err != nil {
+			return errors.New("busybox not found (install busybox-static, or set E2E_BUSYBOX)")
+		}
+	}
+	if err := staticBinary(busybox); err != nil {
+		return fmt.Errorf("busybox %s: %w (install busybox-static)", busybox, err)
+	}
+	path := os.Getenv("PATH") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	for _, tool := range []string{"runc", "mount", "umount"} {
+		if _, err := lookPathIn(tool, path); err != nil {
+			return fmt.Errorf("%s not found on PATH (install runc / util-linux)", tool)
+		}
+	}
+	ours = envOr("E2E_SHIM", filepath.Join(repoRoot, "bin/containerd-shim-runc-v2-robust"))
+	upstream = envOr("E2E_UPSTREAM_SHIM", filepath.Join(repoRoot, "bin/upstream/containerd-shim-runc-v2"))
+	for _, b := range []string{ours, upstream} {
+		if err := executable(b); err != nil {
+			return fmt.Errorf("shim: %w (run `make build upstream`)", err)
+		}
+	}
+	// containerd passes its environment to every shim command it runs
+	// (and takes it from this process at every start): with this set, the
+	// deletes it runs with our shim write metrics there. The commands the
+	// tests run get their own environment (see run).
+	if containerdMetrics, err = os.MkdirTemp("", "ops-containerd-metrics-"); err != nil {
+		return err
+	}
+	os.Unsetenv(shim.EnvStateDir)
+	os.Setenv(shim.EnvMetricsDir, containerdMetrics)
+	d, err := harness.NewDaemon(harness.DaemonConfig{
+		Binary: containerd,
+		Shims:  map[string]string{harness.RuntimeUpstream: upstream, harness.RuntimeRobust: ours},
+	})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), harness.StartTimeout+10*time.Second)
+	defer cancel()
+	if err := d.Start(ctx); err != nil {
+		_ = d.Close()
+		return fmt.Errorf("start containerd %s: %w", containerd, err)
+	}
+	daemon = d
+	fmt.Printf("ops: containerd %s (%s), namespaces %s %s, daemon dir %s\n", d.Version, containerd, nsA, nsB, d.Dir)
+	return nil
+}
+
+func executable(p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() || fi.Mode()&0o111 == 0 {
+		return fmt.Errorf("%s is not an executable file", p)
+	}
+	return nil
+}
+
+// staticBinary fails for a dynamically linked ELF: the container's rootfs
+// holds busybox alone, without a dynamic loader.
+func staticBinary(p string) error {
+	f, err := elf.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for _, prog := range f.Progs {
+		if prog.Type == elf.PT_INTERP {
+			return errors.New("dynamically linked")
+		}
+	}
+	return nil
+}
+
+func lookPathIn(name, path string) (string, error) {
+	for _, dir := range strings.Split(path, ":") {
+		p := filepath.Join(dir, name)
+		if executable(p) == nil {
+			return p, nil
+		}
+	}
+	return "", exec.ErrNotFound
+}
