@@ -40,8 +40,11 @@ deps:
 install: build
 	install -D -m 0755 $(SHIM) $(DESTDIR)$(PREFIX)/bin/containerd-shim-runc-v2-robust
 
+# tests/cri and tests/containerd17 are modules of their own (their gRPC and
+# containerd daemon dependencies stay out of the shim's module graph).
 vet:
 	$(GO) vet ./...
+	cd tests/cri && $(GO) vet ./...
 	@test -z "$$(gofmt -l cmd shim bundle cgroups tests)" || { gofmt -l cmd shim bundle cgroups tests; echo "gofmt: files above need formatting"; exit 1; }
 
 # Unit tests: real mounts, real cgroups, real processes (root).
@@ -72,12 +75,18 @@ ops: build upstream
 # on 2 cores). tests/out/cri-side-by-side.md gets what each handler left.
 .PHONY: cri
 cri: build upstream containerd17
-	$(GOTEST) -count=1 -v -timeout 20m ./tests/cri/
+	cd tests/cri && $(GOTEST) -count=1 -v -timeout 20m .
 
 test: deps vet unit e2e ops cri
 
 demo: deps build upstream
 	$(GO) run ./tests/demo
+
+# Benchmark of issue 4: ours vs upstream's shim on a private containerd, in
+# one run (~5 min on 2 cores); BENCH_FLAGS=-quick for a short one. Prints the
+# figures and ratios; writes tests/out/bench.json.
+bench: build upstream
+	$(GO) run ./tests/bench $(BENCH_FLAGS)
 
 clean:
 	rm -rf $(BIN)
