@@ -83,8 +83,8 @@ demo: deps build upstream
 	$(GO) run ./tests/demo
 
 # Benchmark of issue 4: ours vs upstream's shim on a private containerd, in
-# one run (~5 min on 2 cores); BENCH_FLAGS=-quick for a short one. Prints the
-# figures and ratios; writes tests/out/bench.json.
+# one run (~1.5 min on 2 cores); BENCH_FLAGS=-quick for a short one. Prints
+# the figures and ratios; writes tests/out/bench.json. See BENCHMARKS.md.
 bench: build upstream
 	$(GO) run ./tests/bench $(BENCH_FLAGS)
 

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// machine is where a run happened.
+type machine struct {
+	Hostname   string `json:"hostname"`
+	NProc      int    `json:"nproc"`
+	Kernel     string `json:"kernel"`
+	OS         string `json:"os"`
+	Containerd string `json:"containerd"`
+	Runc       string `json:"runc"`
+	Cgroups    string `json:"cgroups"`
+	Go         string `json:"go"`
+	MemTotal   string `json:"mem_total"`
+	// LoadBefore and LoadAfter are /proc/loadavg at the start and the end:
+	// the machine is shared, the figures are only as quiet as it was.
+	LoadBefore string `json:"loadavg_before"`
+	LoadAfter  string `json:"loadavg_after"`
+}
+
+// describeMachine collects what can be known before the daemon runs;
+// Containerd is filled in from the daemon's version.
+func describeMachine() machine {
+	var u unix.Utsname
+	_ = unix.Uname(&u)
+	host, _ := os.Hostname()
+	return machine{
+		Hostname:   host,
+		NProc:      runtime.NumCPU(),
+		Kernel:     unix.ByteSliceToString(u.Release[:]),
+		OS:         osRelease(),
+		Runc:       firstLine(exec.Command("runc", "--version")),
+		Cgroups:    cgroupMode(),
+		Go:         runtime.Version(),
+		MemTotal:   meminfo("MemTotal"),
+		LoadBefore: loadavg(),
+	}
+}
+
+func osRelease() string {
+	data, err := os.ReadFile("/etc/os-release")
+	if err != nil {
+		return "unknown"
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "PRETTY_NAME="); ok {
+			return strings.Trim(v, `"`)
+		}
+	}
+	return "unknown"
+}
+
+func firstLine(cmd *exec.Cmd) string {
+	cmd.Env = append(os.Environ(), "PATH="+daemonPath())
+	if p, err := lookPathIn(cmd.Args[0], daemonPath()); err == nil {
+		cmd.Path = p
+	}
+	out, err := cmd.Output()
+	if err != nil {
+		return "unknown"
+	}
+	line, _, _ := strings.Cut(string(out), "\n")
+	return strings.TrimSpace(line)
+}
+
+// cgroupMode is "v2" (unified), "v1 hybrid" (v1 with a cgroup2 mount at
+// /sys/fs/cgroup/unified) or "v1".
+func cgroupMode() string {
+	var st unix.Statfs_t
+	if unix.Statfs("/sys/fs/cgroup", &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+		return "v2"
+	}
+	if unix.Statfs("/sys/fs/cgroup/unified", &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+		return "v1 hybrid"
+	}
+	return "v1"
+}
+
+func loadavg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// meminfo is one field of /proc/meminfo as written there ("24684808 kB").
+func meminfo(key string) string {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return "unknown"
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, key+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
