@@ -23,8 +23,12 @@
 //   - RemoveDeadSocket: removing a dead shim's socket named in `address`,
 //     after a connect that is refused; a socket that accepts is left.
 //
-// It never signals a process, never writes to a cgroup (libcontainer.Load,
-// used to read runc's state, only reads the freezer state), never runs the
+// runc's state.json is decoded into RuncState (runc's own field names, the
+// few fields the delete path uses) rather than through libcontainer, which
+// would weigh on every running shim; the tests hold RuncState to
+// libcontainer.State and to a real runc's output.
+//
+// It never signals a process, never writes to a cgroup, never runs the
 // runtime binary, and never removes anything through a mount point: a path
 // that is (or may be) a mount point is left in place and named in the error.
 package bundle

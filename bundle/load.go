@@ -15,8 +15,6 @@ import (
 	"strings"
 
 	"github.com/containerd/containerd/api/types/runc/options"
-	"github.com/opencontainers/runc/libcontainer"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -166,7 +164,7 @@ func (b *Bundle) readOptions() {
 
 func (b *Bundle) readSpec() {
 	p := b.file(ConfigFile)
-	var spec specs.Spec
+	var spec Spec
 	if err := readJSONObject(p, maxJSONFile, &spec); err != nil {
 		b.problem(ConfigFile, err)
 		return
@@ -293,57 +291,20 @@ func readJSONObject(path string, max int64, v any) error {
 	return nil
 }
 
-// loadRuncState reads runc's state for ns/id under root. It validates the
-// file itself first (libcontainer.Load dereferences fields of a bare "{}"),
-// then asks libcontainer for the live view; when libcontainer cannot load
-// the container for any reason but its absence (e.g. the systemd cgroup
-// driver without systemd), the decoded file is returned as it is.
-func loadRuncState(root, ns, id string) (*libcontainer.State, error) {
-	st, _, err := loadRuncStateVia(root, ns, id)
-	return st, err
-}
-
-// loadRuncStateVia is loadRuncState that also tells whether the state came
-// from libcontainer (true) or from decoding state.json (false).
-func loadRuncStateVia(root, ns, id string) (*libcontainer.State, bool, error) {
+// loadRuncState reads runc's state for ns/id under root: state.json
+// decoded into RuncState, which must name the container id and carry its
+// cgroup configuration.
+func loadRuncState(root, ns, id string) (*RuncState, error) {
 	p := filepath.Join(root, ns, id, stateFile)
-	var decoded libcontainer.State
-	if err := readJSONObject(p, maxJSONFile, &decoded); err != nil {
-		return nil, false, err
-	}
-	if decoded.ID != id {
-		return nil, false, fmt.Errorf("%s: holds container id %.80q, not %q", p, decoded.ID, id)
-	}
-	if decoded.Config.Cgroups == nil {
-		return nil, false, fmt.Errorf("%s: no cgroup configuration", p)
-	}
-	st, err := libcontainerState(filepath.Join(root, ns), id)
-	switch {
-	case err == nil:
-		return st, true, nil
-	case errors.Is(err, libcontainer.ErrNotExist):
-		// Deleted between our read and libcontainer's.
-		return nil, false, fmt.Errorf("%s: %w", p, fs.ErrNotExist)
-	default:
-		return &decoded, false, nil
-	}
-}
-
-// libcontainerState is libcontainer.Load then State, with a panic in
-// libcontainer (on a state.json it did not expect) turned into an error.
-func libcontainerState(root, id string) (st *libcontainer.State, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			st, err = nil, fmt.Errorf("libcontainer load %s/%s: panic: %v", root, id, r)
-		}
-	}()
-	c, err := libcontainer.Load(root, id)
-	if err != nil {
+	var st RuncState
+	if err := readJSONObject(p, maxJSONFile, &st); err != nil {
 		return nil, err
 	}
-	st, err = c.State()
-	if err == nil && st == nil {
-		err = fmt.Errorf("libcontainer load %s/%s: no state", root, id)
+	if st.ID != id {
+		return nil, fmt.Errorf("%s: holds container id %.80q, not %q", p, st.ID, id)
 	}
-	return st, err
+	if st.Config.Cgroups == nil {
+		return nil, fmt.Errorf("%s: no cgroup configuration", p)
+	}
+	return &st, nil
 }

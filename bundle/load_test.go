@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io/fs"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -13,7 +14,7 @@ import (
 
 	"github.com/containerd/containerd/errdefs"
 	"github.com/opencontainers/cgroups"
-	"github.com/opencontainers/cgroups/systemd"
+
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -633,27 +634,30 @@ func wantNothing(t *testing.T, f *fixture, b *Bundle) {
 	}
 }
 
-// TestLoadRuncState reads state.json both through libcontainer.Load and,
-// when libcontainer cannot load it (the systemd cgroup driver on a host
-// without systemd), by decoding the file.
+// TestLoadRuncState decodes state.json written through runc's own
+// libcontainer.State (v1.3.x, the version this module pins) into RuncState:
+// the fields the delete path uses must survive, for the cgroupfs and the
+// systemd cgroup driver alike.
 func TestLoadRuncState(t *testing.T) {
 	f := newFixture(t)
 
-	t.Run("libcontainer", func(t *testing.T) {
-		writeJSON(t, f.statePath(f.runcRoot), f.state())
-		st, via, err := loadRuncStateVia(f.runcRoot, f.ns, f.id)
+	t.Run("cgroupfs", func(t *testing.T) {
+		want := f.state()
+		writeJSON(t, f.statePath(f.runcRoot), want)
+		st, err := loadRuncState(f.runcRoot, f.ns, f.id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !via {
-			t.Error("state not loaded through libcontainer")
-		}
-		if st.ID != f.id || st.InitProcessPid != fixturePid || st.Config.Cgroups.Path != "/"+f.ns+"/"+f.id {
+		if st.ID != f.id || st.InitProcessPid != fixturePid || st.InitProcessStartTime != want.InitProcessStartTime ||
+			st.Config.Cgroups.Path != "/"+f.ns+"/"+f.id || st.Config.Cgroups.Systemd {
 			t.Errorf("state = %+v", st)
+		}
+		if len(st.CgroupPaths) == 0 || !maps.Equal(st.CgroupPaths, want.CgroupPaths) {
+			t.Errorf("cgroup paths = %v, want %v", st.CgroupPaths, want.CgroupPaths)
 		}
 	})
 
-	t.Run("systemd driver falls back to state.json", func(t *testing.T) {
+	t.Run("systemd driver", func(t *testing.T) {
 		st := f.state()
 		st.Config.Cgroups = &cgroups.Cgroup{
 			Parent: "system.slice", ScopePrefix: "cri-containerd", Name: f.id,
@@ -661,15 +665,14 @@ func TestLoadRuncState(t *testing.T) {
 		}
 		root := filepath.Join(t.TempDir(), "runc")
 		writeJSON(t, f.statePath(root), st)
-		got, via, err := loadRuncStateVia(root, f.ns, f.id)
+		got, err := loadRuncState(root, f.ns, f.id)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !systemd.IsRunningSystemd() && via {
-			t.Error("libcontainer loaded a systemd container without systemd; the fallback was not exercised")
-		}
-		if got.ID != f.id || got.InitProcessPid != fixturePid || !got.Config.Cgroups.Systemd {
-			t.Errorf("state = %+v", got)
+		c := got.Config.Cgroups
+		if got.ID != f.id || got.InitProcessPid != fixturePid || !c.Systemd ||
+			c.Parent != "system.slice" || c.ScopePrefix != "cri-containerd" || c.Name != f.id {
+			t.Errorf("state = %+v, cgroups = %+v", got, c)
 		}
 	})
 
