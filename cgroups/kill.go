@@ -84,6 +84,9 @@ func (s *Set) Kill(ctx context.Context) (signalled int, err error) {
 	}
 	k := &killer{dirs: dirs, procs: map[int]*proc{}, errSeen: map[string]bool{}}
 	defer k.close()
+	if k.killV2(ctx) && len(k.busy()) == 0 {
+		return k.signalled, errors.Join(append(errs, k.errs...)...)
+	}
 	backoff := time.Millisecond
 	for {
 		k.round(ctx)
@@ -103,6 +106,48 @@ func (s *Set) Kill(ctx context.Context) (signalled int, err error) {
 		sleep(ctx, backoff)
 		backoff = min(2*backoff, maxBackoff)
 	}
+}
+
+// killV2 is Kill's first move where cgroup2 has cgroup.kill: the kernel
+// kills every member of the cgroup and its descendants at once, with no pid
+// to read and no proof to take beyond the cgroup itself. On a hybrid host
+// runc puts the container in the unified hierarchy too, so this usually
+// empties every hierarchy and the rounds below find nothing to do. It
+// counts the members listed just before the write, waits (bounded by
+// roundWait and ctx) until the killed cgroups are no longer populated, and
+// reports whether it wrote any cgroup.kill.
+func (k *killer) killV2(ctx context.Context) bool {
+	var killed []dirInfo
+	for _, d := range k.dirs {
+		if !d.v2 || !hasFile(d.path, v2KillFile) || !populated(d) {
+			continue
+		}
+		n := 0
+		_ = walkCgroups(d.path, func(dir string) {
+			pids, _ := readPids(filepath.Join(dir, "cgroup.procs"))
+			n += len(pids)
+		})
+		if err := writeCgroupFile(d.path, v2KillFile, "1"); err != nil {
+			if !gone(err) {
+				k.fail(fmt.Errorf("kill cgroup %s: write %s: %w", d.path, v2KillFile, err))
+			}
+			continue
+		}
+		k.signalled += n
+		killed = append(killed, d)
+	}
+	if len(killed) == 0 {
+		return false
+	}
+	deadline := time.Now().Add(roundWait)
+	delay := 100 * time.Microsecond
+	for _, d := range killed {
+		for populated(d) && time.Now().Before(deadline) && ctx.Err() == nil {
+			sleep(ctx, delay)
+			delay = min(2*delay, time.Millisecond)
+		}
+	}
+	return true
 }
 
 func sleep(ctx context.Context, d time.Duration) {
