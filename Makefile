@@ -13,13 +13,18 @@ all: build
 
 build: $(SHIM)
 
+# Shims are built as containerd's own Makefile builds them: static, no cgo
+# (SHIM_CGO_ENABLED=0), the same for ours and for upstream's baseline.
+SHIM_BUILD := CGO_ENABLED=0 $(GO) build -trimpath
+
 $(SHIM): FORCE
-	$(GO) build -trimpath -o $@ ./cmd/containerd-shim-runc-v2-robust
+	$(SHIM_BUILD) -o $@ ./cmd/containerd-shim-runc-v2-robust
 
 # Upstream's runc shim from the same containerd module version: the baseline.
 upstream: $(UPSTREAM)
 $(UPSTREAM): go.mod go.sum
-	$(GO) build -trimpath -o $@ github.com/containerd/containerd/cmd/containerd-shim-runc-v2
+	$(SHIM_BUILD) -ldflags "-X github.com/containerd/containerd/version.Version=$$($(GO) list -m -f '{{.Version}}' github.com/containerd/containerd)" \
+		-o $@ github.com/containerd/containerd/cmd/containerd-shim-runc-v2
 
 # containerd 1.7.x built from the same module graph (a separate tools module).
 containerd17: $(CONTAINERD17)

@@ -85,9 +85,11 @@ func (r Request) TaskDir() (string, error) {
 //     be the id. Locked against a concurrent delete of the same task.
 //  2. load     – every file of it and runc's state, best-effort (package bundle).
 //  3. kill     – every process proven to be the container's (verified init
-//     via pidfd, and the cgroups), wait until gone, then the runtime's own
-//     `delete --force` when its binary and state exist (poststop hooks).
-//  4. release  – the cgroups in every hierarchy, and runc's state directory.
+//     via pidfd, and the cgroups); wait until gone.
+//  4. release  – the cgroups in every hierarchy and, at the same time, the
+//     runtime's own `delete --force` when its binary and state exist (it
+//     finds a stopped container: no polling, and its poststop hooks run);
+//     then runc's state directory if the runtime did not remove it.
 //  5. unmount  – everything under the task directory, deepest first.
 //  6. remove   – the task directory and its work directory, never through a
 //     mount point; the dead shim's socket.
@@ -330,7 +332,6 @@ func (d *deletion) kill(ctx context.Context, s *StepReport) {
 		s.done(fmt.Sprintf("killed %d processes in %d cgroups", n, len(d.cgroups.Dirs)))
 	}
 
-	d.runtimeDelete(ctx, s)
 	if s.Outcome == "" {
 		s.nothing("no live process of the container")
 	}
@@ -339,10 +340,21 @@ func (d *deletion) kill(ctx context.Context, s *StepReport) {
 // killTimeout bounds killing and waiting for the container's processes.
 const killTimeout = 2 * time.Second
 
-// release is step 4: the container's cgroups in every hierarchy, then
-// runc's state directory if the runtime did not remove it.
+// release is step 4: the container's cgroups in every hierarchy and the
+// runtime's own delete, side by side, then runc's state directory if the
+// runtime did not remove it.
 func (d *deletion) release(ctx context.Context, s *StepReport) {
-	removed, err := d.cgroups.Remove(ctx)
+	// The cgroups are removed while the runtime starts: it then finds them
+	// gone (which it takes as done) instead of removing them itself.
+	var (
+		removed []string
+		err     error
+		wg      sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() { defer wg.Done(); removed, err = d.cgroups.Remove(ctx) }()
+	d.runtimeDelete(ctx, s)
+	wg.Wait()
 	if len(removed) > 0 {
 		s.done(fmt.Sprintf("removed %d cgroups", len(removed)))
 	}
@@ -405,31 +417,51 @@ func (d *deletion) unmount(ctx context.Context, s *StepReport) {
 // remove is step 6: the task directory and its work directory, never
 // through a mount point, and the dead shim's socket.
 func (d *deletion) remove(ctx context.Context, s *StepReport) {
+	// The socket, the task directory and the work directory are
+	// independent: each is removed in its own goroutine, and the results
+	// are recorded in this order.
+	var (
+		wg                     sync.WaitGroup
+		sockRemoved            bool
+		sockErr, dirErr, wdErr error
+	)
 	if d.b.Address != "" {
-		removed, err := bundle.RemoveDeadSocket(d.b.Address)
-		if err != nil {
-			s.problem(err)
-		} else if removed {
-			s.done("removed dead shim socket " + d.b.Address)
-		}
+		wg.Add(1)
+		go func() { defer wg.Done(); sockRemoved, sockErr = bundle.RemoveDeadSocket(d.b.Address) }()
 	}
-	if d.mountsLeft || d.survivors {
+	safe := !d.mountsLeft && !d.survivors
+	if safe && !d.b.Missing {
+		wg.Add(1)
+		go func() { defer wg.Done(); dirErr = bundle.RemoveAll(d.path) }()
+	}
+	if safe && d.b.WorkDir != "" {
+		wg.Add(1)
+		go func() { defer wg.Done(); wdErr = bundle.RemoveAll(d.b.WorkDir) }()
+	}
+	wg.Wait()
+
+	if sockErr != nil {
+		s.problem(sockErr)
+	} else if sockRemoved {
+		s.done("removed dead shim socket " + d.b.Address)
+	}
+	if !safe {
 		s.fail(fmt.Errorf("%w: %s", ErrUnsafe, d.path))
 		return
 	}
 	if !d.b.Missing {
-		if err := bundle.RemoveAll(d.path); err != nil {
+		if dirErr != nil {
 			// Whatever stopped us may be a mount: containerd's own removal
 			// after a zero exit would cross it.
 			d.removeLeft = true
-			s.fail(err)
+			s.fail(dirErr)
 		} else {
 			s.done("removed task directory")
 		}
 	}
 	if d.b.WorkDir != "" {
-		if err := bundle.RemoveAll(d.b.WorkDir); err != nil {
-			s.fail(err)
+		if wdErr != nil {
+			s.fail(wdErr)
 		} else {
 			s.done("removed work directory " + d.b.WorkDir)
 		}

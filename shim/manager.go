@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/runtime/v2/runc/manager"
@@ -17,6 +18,9 @@ import (
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 )
+
+// deleteGCPercent is the GC setting for the short-lived delete command.
+const deleteGCPercent = 400
 
 // RuntimeName is the runtime type that resolves to this binary
 // (containerd-shim-runc-v2-robust on containerd's PATH).
@@ -105,6 +109,9 @@ func (m *Manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) 
 	// The framework reaps every child on SIGCHLD during delete; the runtime
 	// must be waited for through the same reaper or its exit status is lost.
 	runcC.Monitor = reaper.Default
+	// The framework tunes the GC for a long-running shim (40%); a delete
+	// lives for milliseconds and allocates little: let it not collect.
+	debug.SetGCPercent(deleteGCPercent)
 
 	ctx = log.WithLogger(ctx, log.G(ctx).WithFields(log.Fields{"id": id, "namespace": ns, "bundle": bundlePath}))
 	rep, err := Delete(ctx, Request{Namespace: ns, ID: id, Bundle: bundlePath, StateDir: resolveStateDir(m.flags.stateDir)})

@@ -10,7 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// runtimeDelete is the last part of step 3: the runtime's own
+// runtimeDelete is part of step 4 (release): the runtime's own
 // `delete --force`, run when its binary and its state exist, so that it
 // tears down what it owns and runs the poststop hooks. By now the
 // container's processes are gone, so the runtime finds a stopped container
