@@ -1,6 +1,7 @@
 package bundle
 
 import (
+	"encoding/json"
 	"time"
 
 	"github.com/containerd/containerd/api/types/runc/options"
@@ -81,7 +82,14 @@ type RuncState struct {
 // RuncConfig is the part of runc's configs.Config that the delete path uses.
 type RuncConfig struct {
 	Cgroups *RuncCgroups `json:"cgroups"`
+	// Hooks maps a hook name ("poststop", ...) to its hooks, as runc's
+	// configs.Hooks marshals them.
+	Hooks map[string][]json.RawMessage `json:"Hooks"`
 }
+
+// HasPoststopHooks reports whether runc will run poststop hooks when it
+// deletes the container (they are handed the bundle path).
+func (c RuncConfig) HasPoststopHooks() bool { return len(c.Hooks["poststop"]) > 0 }
 
 // RuncCgroups is the part of runc's cgroups.Cgroup that the delete path uses.
 type RuncCgroups struct {

@@ -657,6 +657,30 @@ func TestLoadRuncState(t *testing.T) {
 		}
 	})
 
+	t.Run("poststop hooks", func(t *testing.T) {
+		st := f.state()
+		root := filepath.Join(t.TempDir(), "runc")
+		writeJSON(t, f.statePath(root), st)
+		got, err := loadRuncState(root, f.ns, f.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Config.HasPoststopHooks() {
+			t.Errorf("no hooks configured, HasPoststopHooks says %v", got.Config.Hooks)
+		}
+		st.Config.Hooks = configs.Hooks{
+			configs.Prestart: {configs.NewCommandHook(&configs.Command{Path: "/bin/true"})},
+			configs.Poststop: {configs.NewCommandHook(&configs.Command{Path: "/bin/true", Args: []string{"true"}})},
+		}
+		writeJSON(t, f.statePath(root), st)
+		if got, err = loadRuncState(root, f.ns, f.id); err != nil {
+			t.Fatal(err)
+		}
+		if !got.Config.HasPoststopHooks() {
+			t.Errorf("poststop hook configured, HasPoststopHooks says %v", got.Config.Hooks)
+		}
+	})
+
 	t.Run("systemd driver", func(t *testing.T) {
 		st := f.state()
 		st.Config.Cgroups = &cgroups.Cgroup{

@@ -91,6 +91,8 @@ func (r Request) TaskDir() (string, error) {
 //     finds a stopped container: no polling, and its poststop hooks run);
 //     then runc's state directory if the runtime did not remove it.
 //  5. unmount  – everything under the task directory, deepest first.
+//     Steps 5 and 6 run beside step 4 when the runtime's delete cannot read
+//     the task directory (no poststop hooks, or nothing for it to delete).
 //  6. remove   – the task directory and its work directory, never through a
 //     mount point; the dead shim's socket.
 //  7. respond  – Report.StopStatus is the DeleteResponse containerd expects.
@@ -114,9 +116,18 @@ func Delete(ctx context.Context, req Request) (*Report, error) {
 
 	d.run(ctx, StepLoad, d.load)
 	d.run(ctx, StepKill, d.kill)
-	d.run(ctx, StepRelease, d.release)
-	d.run(ctx, StepUnmount, d.unmount)
-	d.run(ctx, StepRemove, d.remove)
+	if d.runtimeReadsBundle() {
+		d.run(ctx, StepRelease, d.release)
+		d.run(ctx, StepUnmount, d.unmount)
+		d.run(ctx, StepRemove, d.remove)
+	} else {
+		// Nothing the runtime's delete runs reads the task directory:
+		// release side by side with taking the task directory apart.
+		d.sideBySide = true
+		d.runSideBySide(ctx,
+			[]namedStep{{StepRelease, d.release}},
+			[]namedStep{{StepUnmount, d.unmount}, {StepRemove, d.remove}})
+	}
 	return d.rep, d.unsafe()
 }
 
@@ -144,6 +155,9 @@ type deletion struct {
 	// task directory.
 	survivors  bool
 	mountsLeft bool
+	// sideBySide is set when release runs beside unmount and remove: the
+	// runtime then gets no log file in the task directory.
+	sideBySide bool
 	// removeLeft is set by remove when the task directory could not be
 	// removed whole.
 	removeLeft bool
@@ -170,11 +184,51 @@ func (d *deletion) unsafe() error {
 
 // run times one step and records its result.
 func (d *deletion) run(ctx context.Context, name string, step func(context.Context, *StepReport)) {
+	d.rep.Steps = append(d.rep.Steps, runStep(ctx, name, step))
+}
+
+func runStep(ctx context.Context, name string, step func(context.Context, *StepReport)) StepReport {
 	s := StepReport{Step: name}
 	t := time.Now()
 	step(ctx, &s)
 	s.Duration = time.Since(t)
-	d.rep.Steps = append(d.rep.Steps, s)
+	return s
+}
+
+// namedStep is a step and its name in the report.
+type namedStep struct {
+	name string
+	step func(context.Context, *StepReport)
+}
+
+// runSideBySide runs two sequences of steps at the same time, each in
+// order, and records them as a then b. The sequences must not share what
+// they write.
+func (d *deletion) runSideBySide(ctx context.Context, a, b []namedStep) {
+	seq := func(steps []namedStep) []StepReport {
+		out := make([]StepReport, 0, len(steps))
+		for _, st := range steps {
+			out = append(out, runStep(ctx, st.name, st.step))
+		}
+		return out
+	}
+	var ra []StepReport
+	done := make(chan struct{})
+	go func() { defer close(done); ra = seq(a) }()
+	rb := seq(b)
+	<-done
+	d.rep.Steps = append(append(d.rep.Steps, ra...), rb...)
+}
+
+// runtimeReadsBundle reports whether the runtime's delete may read the
+// task directory: it will run (runc's state exists), and its poststop hooks,
+// which are handed the bundle path, are present or unknown (state.json
+// unreadable). Only then must the task directory outlive it.
+func (d *deletion) runtimeReadsBundle() bool {
+	if _, err := os.Stat(d.b.StateDir); err != nil {
+		return false
+	}
+	return d.b.State == nil || d.b.State.Config.HasPoststopHooks()
 }
 
 // resolve is step 1. It validates the request before any path is built

@@ -35,7 +35,7 @@ func (d *deletion) runtimeDelete(ctx context.Context, s *StepReport) {
 		PdeathSignal: unix.SIGKILL, // never outlive the delete
 		Setpgid:      true,
 	}
-	if !b.Missing {
+	if !b.Missing && !d.sideBySide {
 		r.Log = filepath.Join(b.Path, "log.json")
 	}
 	if b.Options != nil {
