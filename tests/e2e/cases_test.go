@@ -51,6 +51,29 @@ func TestShimKilled(t *testing.T) {
 	}
 }
 
+// TestPoststopHook: the container has an OCI poststop hook (a script on
+// the host that records whether the bundle's config.json and rootfs, still
+// mounted, were there when it ran); containerd is running; the shim dies by
+// SIGKILL; containerd runs the shim's delete, whose runtime delete must run
+// the hook exactly once, before the task directory is taken apart. Also with
+// the bundle's `runtime` file removed (the runtime is then found by its
+// default name).
+func TestPoststopHook(t *testing.T) {
+	damages := []damage{
+		{name: "shim SIGKILL", poststopHook: true},
+		{name: "runtime missing", poststopHook: true, apply: removeFiles(harness.RuntimeFile)},
+	}
+	for _, dmg := range damages {
+		t.Run(dmg.name, func(t *testing.T) {
+			for _, s := range shims {
+				t.Run(s.name, func(t *testing.T) {
+					runKilled(t, shared, s, "poststop hook: "+dmg.name, dmg)
+				})
+			}
+		})
+	}
+}
+
 // TestContainerdRestart: containerd is killed; while it is down every shim
 // is killed and the bundles are damaged; at its restart containerd finds
 // the dead shims and runs their deletes during start-up. No TaskExit can be

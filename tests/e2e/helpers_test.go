@@ -35,6 +35,10 @@ type damage struct {
 	// harm, when set, also breaks the bundle (after apply) and returns a
 	// check of collateral damage, run after the delete: "" when none.
 	harm func(t *testing.T, c *harness.Container) (check func() string)
+	// poststopHook gives the container the harness's OCI poststop hook;
+	// its runs are reported, and for an asserted shim it must have run
+	// exactly once and seen the bundle intact (checkHookRuns).
+	poststopHook bool
 }
 
 func removeFiles(names ...string) func(c *harness.Container) error {
@@ -113,18 +117,23 @@ func caseID(caseName, shim string) string {
 }
 
 // startContainer runs a container with shim s on d and registers a cleanup
-// that removes whatever the case leaves, pass or fail.
-func startContainer(t *testing.T, d *harness.Daemon, s shimUnderTest, id string) *harness.Container {
+// that removes whatever the case leaves, pass or fail. Each opt adjusts the
+// container's configuration before it starts.
+func startContainer(t *testing.T, d *harness.Daemon, s shimUnderTest, id string, opts ...func(*harness.ContainerConfig)) *harness.Container {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c, err := d.Run(ctx, harness.ContainerConfig{
+	cfg := harness.ContainerConfig{
 		Namespace:   namespace,
 		ID:          id,
 		Runtime:     s.runtime,
 		Busybox:     busybox,
 		NoResources: d.CgroupV2View(),
-	})
+	}
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	c, err := d.Run(ctx, cfg)
 	if err != nil {
 		t.Fatalf("start container: %v\n--- containerd log (tail) ---\n%s", err, d.LogTail(30))
 	}
@@ -187,6 +196,38 @@ func checkExit(t *testing.T, ev *eventstypes.TaskExit, seen bool) {
 	}
 }
 
+// hookIntact is the line the poststop hook writes when it saw the task
+// directory intact: config.json, the rootfs directory and the rootfs still
+// mounted.
+const hookIntact = "config=yes rootfs=yes mounted=yes"
+
+// hookNote describes the poststop hook's runs for the table.
+func hookNote(runs []string, err error) string {
+	switch {
+	case err != nil:
+		return "poststop hook: " + err.Error()
+	case len(runs) == 0:
+		return "poststop hook never ran"
+	case len(runs) == 1:
+		return "poststop hook ran once: " + runs[0]
+	}
+	return fmt.Sprintf("poststop hook ran %d times: %s", len(runs), strings.Join(runs, "; "))
+}
+
+// checkHookRuns asserts that the poststop hook ran exactly once and saw
+// the task directory intact.
+func checkHookRuns(t *testing.T, runs []string, err error) {
+	t.Helper()
+	switch {
+	case err != nil:
+		t.Errorf("poststop hook runs: %v", err)
+	case len(runs) != 1:
+		t.Errorf("poststop hook ran %d times, want exactly once: %q", len(runs), runs)
+	case runs[0] != hookIntact:
+		t.Errorf("poststop hook saw %q, want %q (the task directory must outlive the runtime's delete)", runs[0], hookIntact)
+	}
+}
+
 // checkClean asserts that nothing is left.
 func checkClean(t *testing.T, r harness.Residue) {
 	t.Helper()
@@ -201,7 +242,11 @@ func checkClean(t *testing.T, r harness.Residue) {
 func runKilled(t *testing.T, d *harness.Daemon, s shimUnderTest, caseName string, dmg damage) {
 	t.Helper()
 	ctx := context.Background()
-	c := startContainer(t, d, s, caseID(caseName, s.name))
+	var opts []func(*harness.ContainerConfig)
+	if dmg.poststopHook {
+		opts = append(opts, func(cfg *harness.ContainerConfig) { cfg.PoststopHook = true })
+	}
+	c := startContainer(t, d, s, caseID(caseName, s.name), opts...)
 	if dmg.apply != nil {
 		if err := dmg.apply(c); err != nil {
 			t.Fatalf("damage %q: %v", dmg.name, err)
@@ -222,7 +267,16 @@ func runKilled(t *testing.T, d *harness.Daemon, s shimUnderTest, caseName string
 	if collateral != nil {
 		harmed = collateral()
 	}
-	cell := outcome(r, exitNote(ev, seen), harmed)
+	var (
+		hookRuns []string
+		hookErr  error
+		hooked   string
+	)
+	if dmg.poststopHook {
+		hookRuns, hookErr = c.PoststopHookRuns()
+		hooked = hookNote(hookRuns, hookErr)
+	}
+	cell := outcome(r, exitNote(ev, seen), harmed, hooked)
 	results.record(caseName, s.name, cell)
 	if !s.asserted {
 		t.Logf("%s with %s: %s", caseName, s.name, cell)
@@ -230,6 +284,9 @@ func runKilled(t *testing.T, d *harness.Daemon, s shimUnderTest, caseName string
 	}
 	checkExit(t, ev, seen)
 	checkClean(t, r)
+	if dmg.poststopHook {
+		checkHookRuns(t, hookRuns, hookErr)
+	}
 	if harmed != "" {
 		t.Errorf("collateral damage: %s", harmed)
 	}

@@ -37,6 +37,11 @@ type ContainerConfig struct {
 	// NoResources strips the spec's linux.resources (for the pure cgroup2
 	// view, which has no controllers on a hybrid host).
 	NoResources bool
+	// PoststopHook gives the container an OCI poststop hook: a /bin/sh
+	// script on the host, in Container.Dir, that appends a line to HookRuns at each
+	// run telling whether the bundle's config.json and rootfs existed (and
+	// the rootfs was still mounted) then. See Container.PoststopHookRuns.
+	PoststopHook bool
 }
 
 // Container is a running container and the record of everything it owns on
@@ -59,6 +64,8 @@ type Container struct {
 	Exec    Proc
 	Procs   []Proc   // every process in the container's cgroups at start
 	Cgroups []string // the container's cgroup directory in every hierarchy
+
+	HookRuns string // file the poststop hook appends to; "" without one
 
 	binds     map[string]snapshot // bind source -> its files at record time
 	container containerd.Container
@@ -135,6 +142,14 @@ func (c *Container) start(ctx context.Context, client *containerd.Client) error 
 			}
 			return nil
 		})
+	}
+	if cfg.PoststopHook {
+		hook, runs, err := poststopHook(c.Dir)
+		if err != nil {
+			return err
+		}
+		c.HookRuns = runs
+		specOpts = append(specOpts, withPoststopHook(hook))
 	}
 	ctr, err := client.NewContainer(ctx, cfg.ID,
 		containerd.WithRuntime(cfg.Runtime, nil),

@@ -13,7 +13,8 @@
 //     its rootfs given as a bind mount, an init with children and one exec'd
 //     process, and the record of everything it owns on the machine (processes
 //     by pid and start time, cgroup directories in every hierarchy, bundle,
-//     work directory, runc state, shim pid and socket);
+//     work directory, runc state, shim pid and socket); optionally with an
+//     OCI poststop hook that records what of the bundle it saw at each run;
 //   - damage functions that break a task directory the way production does;
 //   - Residue: what is left of a container after its delete, by kind;
 //   - Cleanup: removing whatever a case left, so later cases start clean.
