@@ -12,12 +12,16 @@
 // file (cgroup.procs, init.pid) is a claim and is never signalled on its
 // own. Processes are signalled through pidfds opened before the proof is
 // checked, so a reused pid is never hit, and waited for by polling those
-// pidfds. A zombie counts as exited everywhere.
+// pidfds. A zombie counts as exited everywhere, and so, after a short grace,
+// does a process past the point of no return in do_exit (PF_EXITING): a pid
+// namespace's init stays there until its namespace's last zombie is reaped.
 //
-// Killing freezes the cgroups first (v1 freezer, or v2 cgroup.freeze where
-// cgroup.kill is missing) so nothing forks while members are listed, uses
-// cgroup.kill where cgroup2 has it, and always thaws again so that a paused
-// container's processes can die. Every wait is bounded by the caller's
+// Killing writes cgroup2's cgroup.kill first where it exists (on a hybrid
+// host runc's container is in the unified hierarchy too, so that one write
+// usually empties every hierarchy); for what is left it freezes the cgroups
+// (v1 freezer, or v2 cgroup.freeze where cgroup.kill is missing) so nothing
+// forks while members are listed, SIGKILLs each proven member, and always
+// thaws again so that a paused container's processes can die. Every wait is bounded by the caller's
 // context or by a small retry budget, and errors name the path or pid.
 //
 // It never signals a process outside the container's cgroups, nor the

@@ -6,12 +6,12 @@ import (
 	"testing"
 )
 
-// TestREADMESnippet keeps README-snippet.md the configuration the suite
+// TestREADMESnippet keeps the project's README the configuration the suite
 // runs: each set-up's handler, rendered by the same function the daemons'
 // configurations are (with the README's install path), and the
 // RuntimeClass manifest must appear there as fenced blocks, byte for byte.
 func TestREADMESnippet(t *testing.T) {
-	data, err := os.ReadFile("README-snippet.md")
+	data, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +28,7 @@ func TestREADMESnippet(t *testing.T) {
 			found = found || b == w
 		}
 		if !found {
-			t.Errorf("README-snippet.md has no ```%s block for the %s set-up; the suite uses:\n%s", lang, name, w)
+			t.Errorf("README.md has no ```%s block for the %s set-up; the suite uses:\n%s", lang, name, w)
 		}
 	}
 }
