@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -287,4 +288,45 @@ func killAndWait(ctx context.Context, fd, pid int) (bool, error) {
 		return false, err
 	}
 	return true, waitPidfd(ctx, fd, pid)
+}
+
+// Hierarchies returns the mount point of every cgroup filesystem (v1 and
+// cgroup2) that is mounted at its hierarchy's root and visible, from
+// /proc/self/mountinfo, in mount order.
+func Hierarchies() ([]string, error) {
+	t, err := loadTable()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for i := range t.mounts {
+		m := &t.mounts[i]
+		if m.cgroup && m.root == "/" && t.visible(m.mountpoint) == m {
+			out = append(out, m.mountpoint)
+		}
+	}
+	return out, nil
+}
+
+// Procs lists, each once, the pids in the set's directories and their
+// descendant cgroups; a directory that is gone is empty. It signals
+// nothing, and a listed pid is a claim (it may exit and be reused at once),
+// not proof. Directories Find's rules refuse are not read: they are
+// returned as errors.
+func (s *Set) Procs() ([]int, []error) {
+	dirs, errs := s.resolve()
+	seen := map[int]bool{}
+	var out []int
+	for _, d := range dirs {
+		_ = walkCgroups(d.path, func(dir string) {
+			pids, _ := readPids(filepath.Join(dir, "cgroup.procs"))
+			for _, pid := range pids {
+				if !seen[pid] {
+					seen[pid] = true
+					out = append(out, pid)
+				}
+			}
+		})
+	}
+	return out, errs
 }

@@ -1,7 +1,6 @@
 package shim
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,11 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/bundle"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/cgroups"
 )
 
 // DefaultStateDir is containerd's runtime v2 task state directory with the
@@ -480,7 +479,7 @@ func (r *gcRun) scanRuncRoot(root string) {
 // scanCgroups looks for /<ns>/<id> in every cgroup hierarchy (runc's
 // cgroupfs path for containerd's default spec) for the namespaces seen.
 func (r *gcRun) scanCgroups() {
-	mounts, err := cgroupRootMounts()
+	mounts, err := cgroups.Hierarchies()
 	if err != nil {
 		r.g.problem(fmt.Errorf("cgroup residue: %w", err))
 		return
@@ -523,13 +522,11 @@ func (r *gcRun) scanCgroups() {
 	})
 next:
 	for _, k := range order {
-		pids := map[int]bool{}
-		for _, dir := range found[k] {
-			for _, pid := range cgroupPids(dir) {
-				pids[pid] = true
-			}
+		pids, errs := (&cgroups.Set{Dirs: found[k]}).Procs()
+		if len(errs) > 0 {
+			continue // not a cgroup a dead task can own (e.g. it holds this process)
 		}
-		for pid := range pids {
+		for _, pid := range pids {
 			if ps, err := readProcStat(pid); err == nil && r.prober.shimPid(ps.ppid, "") > 0 {
 				continue next // a live task of another state directory
 			}
@@ -539,71 +536,6 @@ next:
 			Detail: fmt.Sprintf("no task directory; %d processes in it", len(pids)),
 		})
 	}
-}
-
-// cgroupRootMounts returns the mount points of the cgroup filesystems mounted
-// at their hierarchy's root, from /proc/self/mountinfo.
-func cgroupRootMounts() ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
-		}
-		pf, qf := strings.Fields(pre), strings.Fields(post)
-		if len(pf) < 5 || len(qf) < 1 || (qf[0] != "cgroup" && qf[0] != "cgroup2") || pf[3] != "/" {
-			continue
-		}
-		out = append(out, unescapeMountPath(pf[4]))
-	}
-	return out, sc.Err()
-}
-
-// unescapeMountPath undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMountPath(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-// cgroupPids lists the pids in dir and its descendants (cgroup.procs).
-func cgroupPids(dir string) []int {
-	var pids []int
-	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.IsDir() {
-			return nil
-		}
-		data, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
-		if err != nil {
-			return nil
-		}
-		for _, f := range strings.Fields(string(data)) {
-			if pid, err := strconv.Atoi(f); err == nil {
-				pids = append(pids, pid)
-			}
-		}
-		return nil
-	})
-	return pids
 }
 
 // JSON is the report as indented JSON, newline-terminated.
