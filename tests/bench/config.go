@@ -1,15 +1,15 @@
 package main
 
 import (
-	"debug/elf"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/tests/harness"
 )
 
 // config is what one run measures and with which binaries.
@@ -136,69 +136,16 @@ func (c *config) check() error {
 	if os.Geteuid() != 0 {
 		return errors.New("the benchmark needs root (containerd, runc, cgroups, mounts)")
 	}
-	for _, b := range []struct{ what, path, hint string }{
-		{"containerd", c.Containerd, "install Debian's containerd, or pass -containerd"},
-		{"our shim", c.Ours, "run `make build`"},
-		{"upstream's shim", c.Upstream, "run `make upstream`"},
-	} {
-		if err := executable(b.path); err != nil {
-			return fmt.Errorf("%s: %w (%s)", b.what, err, b.hint)
-		}
-	}
-	if c.Busybox == "" {
-		p, err := exec.LookPath("busybox")
-		if err != nil {
-			return errors.New("busybox not found (install busybox-static, or pass -busybox)")
-		}
-		c.Busybox = p
-	}
-	if err := staticBinary(c.Busybox); err != nil {
-		return fmt.Errorf("busybox %s: %w (install busybox-static)", c.Busybox, err)
-	}
-	if _, err := lookPathIn("runc", daemonPath()); err != nil {
-		return errors.New("runc not found on PATH (install runc)")
-	}
-	return nil
-}
-
-// daemonPath is the PATH the harness gives containerd, less its bin
-// directory: where containerd and the shims find runc.
-func daemonPath() string {
-	return os.Getenv("PATH") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-}
-
-func lookPathIn(name, path string) (string, error) {
-	for _, dir := range filepath.SplitList(path) {
-		if p := filepath.Join(dir, name); executable(p) == nil {
-			return p, nil
-		}
-	}
-	return "", exec.ErrNotFound
-}
-
-func executable(p string) error {
-	fi, err := os.Stat(p)
-	if err != nil {
+	if err := harness.CheckBinaries(
+		harness.Binary{What: "containerd", Path: c.Containerd, Hint: "install Debian's containerd, or pass -containerd"},
+		harness.Binary{What: "our shim", Path: c.Ours, Hint: "run `make build`"},
+		harness.Binary{What: "upstream's shim", Path: c.Upstream, Hint: "run `make upstream`"},
+	); err != nil {
 		return err
 	}
-	if fi.IsDir() || fi.Mode()&0o111 == 0 {
-		return fmt.Errorf("%s is not an executable file", p)
-	}
-	return nil
-}
-
-// staticBinary fails for a dynamically linked ELF: the container's rootfs
-// holds busybox alone, without a dynamic loader.
-func staticBinary(p string) error {
-	f, err := elf.Open(p)
-	if err != nil {
+	var err error
+	if c.Busybox, err = harness.FindBusybox(c.Busybox, "install busybox-static, or pass -busybox", "install busybox-static"); err != nil {
 		return err
 	}
-	defer f.Close()
-	for _, prog := range f.Progs {
-		if prog.Type == elf.PT_INTERP {
-			return errors.New("dynamically linked")
-		}
-	}
-	return nil
+	return harness.CheckTools("install runc", "runc")
 }

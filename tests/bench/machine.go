@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/tests/harness"
 )
 
 // machine is where a run happened.
@@ -59,8 +61,8 @@ func osRelease() string {
 }
 
 func firstLine(cmd *exec.Cmd) string {
-	cmd.Env = append(os.Environ(), "PATH="+daemonPath())
-	if p, err := lookPathIn(cmd.Args[0], daemonPath()); err == nil {
+	cmd.Env = append(os.Environ(), "PATH="+harness.SearchPath())
+	if p, err := harness.FindTool(cmd.Args[0]); err == nil {
 		cmd.Path = p
 	}
 	out, err := cmd.Output()

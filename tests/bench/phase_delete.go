@@ -204,7 +204,7 @@ func repeatDeletes(ctx context.Context, cs []*harness.Container) summary {
 // interleaved: the cost of starting each binary at all. The result is
 // keyed by shim name and "runc".
 func (b *bench) startFloor(ctx context.Context, d *harness.Daemon) (map[string]summary, error) {
-	runc, err := lookPathIn("runc", daemonPath())
+	runc, err := harness.FindTool("runc")
 	if err != nil {
 		return nil, fmt.Errorf("runc: %w", err)
 	}

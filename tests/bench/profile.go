@@ -89,7 +89,7 @@ func newProfiler() (*profiler, error) {
 	if err != nil {
 		return nil, fmt.Errorf("own executable: %w", err)
 	}
-	runc, err := lookPathIn("runc", daemonPath())
+	runc, err := harness.FindTool("runc")
 	if err != nil {
 		return nil, fmt.Errorf("runc: %w", err)
 	}

@@ -4,7 +4,8 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
-	"strings"
+
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/tests/harness"
 )
 
 // Runtime handler names: the RuntimeClass handler kubelet passes to
@@ -124,45 +125,16 @@ handler: %s
 `, handler, handler)
 }
 
-// disabledPlugins keeps the daemon off the machine's paths (/opt/containerd,
-// NRI's socket) and start-up fast.
-var disabledPlugins = []string{
-	"io.containerd.internal.v1.opt",
-	"io.containerd.snapshotter.v1.aufs",
-	"io.containerd.snapshotter.v1.btrfs",
-	"io.containerd.snapshotter.v1.devmapper",
-	"io.containerd.snapshotter.v1.zfs",
-	"io.containerd.tracing.processor.v1.otlp",
-	"io.containerd.internal.v1.tracing",
-	"io.containerd.nri.v1.nri",
-}
-
 // Snapshotter is the snapshotter the CRI plugin uses and the image is
 // unpacked into.
 const Snapshotter = "overlayfs"
 
-// daemonConfig renders the whole private configuration: paths, the CRI
-// plugin as the issue found it runs on these machines (restricted OOM score
-// adjustment, empty CNI directories), and the two handlers side by side.
+// daemonConfig renders the whole private configuration: paths (harness's
+// base configuration), the CRI plugin as the issue found it runs on these
+// machines (restricted OOM score adjustment, empty CNI directories), and the
+// two handlers side by side.
 func (d *Daemon) daemonConfig() string {
-	quoted := make([]string, len(disabledPlugins))
-	for i, p := range disabledPlugins {
-		quoted[i] = fmt.Sprintf("%q", p)
-	}
-	return fmt.Sprintf(`version = 2
-root = %q
-state = %q
-disabled_plugins = [%s]
-
-[grpc]
-  address = %q
-
-[ttrpc]
-  address = %q
-
-[debug]
-  level = "info"
-
+	return harness.BaseConfig(d.Root, d.State, d.Address, d.TTRPCAddress) + fmt.Sprintf(`
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = %q
   restrict_oom_score_adj = true
@@ -174,8 +146,7 @@ disabled_plugins = [%s]
     default_runtime_name = %q
 
 %s
-%s`, d.Root, d.State, strings.Join(quoted, ", "), d.Address, d.TTRPCAddress,
-		d.cfg.SandboxImage, d.CNIBinDir, d.CNIConfDir, Snapshotter, HandlerRunc,
+%s`, d.cfg.SandboxImage, d.CNIBinDir, d.CNIConfDir, Snapshotter, HandlerRunc,
 		UpstreamHandlerConfig(HandlerRunc),
 		HandlerConfig(d.Setup, HandlerRobust, d.ShimPath(ShimRobustBinary)))
 }

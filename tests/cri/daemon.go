@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,8 +14,6 @@ import (
 
 	containerd "github.com/containerd/containerd"
 	eventstypes "github.com/containerd/containerd/api/events"
-	"github.com/containerd/containerd/namespaces"
-	"github.com/containerd/typeurl/v2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -72,7 +69,7 @@ type Daemon struct {
 	waitErr error
 	client  *containerd.Client
 	conn    *grpc.ClientConn
-	exits   *exitRecorder
+	exits   *harness.ExitRecorder
 	cancel  context.CancelFunc
 }
 
@@ -115,7 +112,7 @@ func NewDaemon(cfg DaemonConfig) (*Daemon, error) {
 	for name, src := range cfg.Shims {
 		// A copy: a rebuild during the run must not change the binary under
 		// test half-way.
-		if err := copyFile(src, d.ShimPath(name), 0o755); err != nil {
+		if err := harness.CopyFile(src, d.ShimPath(name), 0o755); err != nil {
 			return nil, fmt.Errorf("install %s: %w", name, err)
 		}
 	}
@@ -148,7 +145,7 @@ func (d *Daemon) Binary() string { return d.cfg.Binary }
 // PathEnv is the PATH the daemon (and so every shim and runc) runs with:
 // the bin directory first, so that upstream's shim shadows Debian's.
 func (d *Daemon) PathEnv() string {
-	return d.BinDir + ":" + os.Getenv("PATH") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	return d.BinDir + ":" + harness.SearchPath()
 }
 
 // Start starts the daemon and waits (bounded by StartTimeout) until both the
@@ -272,7 +269,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 		return fail(fmt.Errorf("containerd's CRI plugin did not serve on %s within %s: %v", d.Address, StartTimeout, lastErr))
 	}
 	sctx, cancel := context.WithCancel(context.Background())
-	rec, err := subscribeExits(sctx, client)
+	rec, err := harness.SubscribeExits(sctx, client)
 	if err != nil {
 		cancel()
 		closeClients()
@@ -382,24 +379,14 @@ func (d *Daemon) halt(sig syscall.Signal, grace time.Duration) error {
 // below it (then the directory stays and the error says so).
 func (d *Daemon) Close() error {
 	err := d.Stop()
-	if ms := mountsUnder(d.Dir); len(ms) > 0 {
+	if ms := harness.MountsUnder([]int{0}, d.Dir); len(ms) > 0 {
 		return errors.Join(err, fmt.Errorf("mounts left under %s: %v; directory kept", d.Dir, ms))
 	}
 	return errors.Join(err, os.RemoveAll(d.Dir))
 }
 
 // LogTail is the last n lines of the daemon's log.
-func (d *Daemon) LogTail(n int) string {
-	data, err := os.ReadFile(d.LogPath)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+func (d *Daemon) LogTail(n int) string { return harness.TailFile(d.LogPath, n) }
 
 // LogSize is the current length of the daemon's log, for LogSince.
 func (d *Daemon) LogSize() int64 {
@@ -430,110 +417,5 @@ func (d *Daemon) WaitExit(id string, timeout time.Duration) (*eventstypes.TaskEx
 	if rec == nil {
 		return nil, false
 	}
-	return rec.wait(id, timeout)
-}
-
-// exitRecorder keeps the last TaskExit of each init process in k8s.io seen
-// on one subscription.
-type exitRecorder struct {
-	mu    sync.Mutex
-	exits map[string]*eventstypes.TaskExit
-	wake  chan struct{}
-}
-
-const syncTopic = "/cri-e2e/sync"
-
-// subscribeExits subscribes to /tasks/exit and proves the subscription live
-// before returning: it publishes an event of its own and waits for it to
-// come back, so that no exit published afterwards is missed.
-func subscribeExits(ctx context.Context, client *containerd.Client) (*exitRecorder, error) {
-	rec := &exitRecorder{exits: map[string]*eventstypes.TaskExit{}, wake: make(chan struct{})}
-	ch, errs := client.Subscribe(ctx, `topic=="/tasks/exit"`, `topic=="`+syncTopic+`"`)
-	token := fmt.Sprintf("sync-%d", time.Now().UnixNano())
-	synced := make(chan struct{})
-	go func() {
-		var once sync.Once
-		for {
-			select {
-			case env, ok := <-ch:
-				if !ok {
-					return
-				}
-				v, err := typeurl.UnmarshalAny(env.Event)
-				if err != nil {
-					continue
-				}
-				ev, ok := v.(*eventstypes.TaskExit)
-				if !ok {
-					continue
-				}
-				if env.Topic == syncTopic {
-					if ev.ID == token {
-						once.Do(func() { close(synced) })
-					}
-					continue
-				}
-				if env.Namespace != Namespace || ev.ID != ev.ContainerID {
-					continue // another namespace, or an exec'd process
-				}
-				rec.mu.Lock()
-				rec.exits[ev.ContainerID] = ev
-				close(rec.wake)
-				rec.wake = make(chan struct{})
-				rec.mu.Unlock()
-			case <-errs:
-				return
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	pctx := namespaces.WithNamespace(ctx, "cri-e2e-sync")
-	deadline := time.After(10 * time.Second)
-	for {
-		if err := client.EventService().Publish(pctx, syncTopic, &eventstypes.TaskExit{ID: token}); err != nil {
-			return nil, fmt.Errorf("publish sync event: %w", err)
-		}
-		select {
-		case <-synced:
-			return rec, nil
-		case <-time.After(200 * time.Millisecond):
-		case <-deadline:
-			return nil, errors.New("event subscription did not deliver the sync event within 10s")
-		}
-	}
-}
-
-func (r *exitRecorder) wait(id string, timeout time.Duration) (*eventstypes.TaskExit, bool) {
-	deadline := time.After(timeout)
-	for {
-		r.mu.Lock()
-		ev, wake := r.exits[id], r.wake
-		r.mu.Unlock()
-		if ev != nil {
-			return ev, true
-		}
-		select {
-		case <-wake:
-		case <-deadline:
-			return nil, false
-		}
-	}
-}
-
-func copyFile(src, dst string, mode os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
+	return rec.Wait(Namespace, id, timeout)
 }

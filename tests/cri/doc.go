@@ -21,8 +21,9 @@
 //   - Pod.Residue and Pod.Cleanup: what is left of a pod after its removal,
 //     and removing it whatever a case did or failed to do.
 //
-// It builds on tests/harness (Proc, Poll, WaitGone, Residue, BuildRootfs)
-// and, like it, never asserts: it returns what it saw and the tests decide.
+// It builds on tests/harness (Proc, Poll, WaitGone, Residue, BuildRootfs,
+// BaseConfig, SubscribeExits, the mount and cgroup readers and the
+// prerequisite checks) and, like it, never asserts: it returns what it saw and the tests decide.
 // It never touches the machine's own containerd, and never signals a
 // process without verifying its start time through a pidfd.
 package cri

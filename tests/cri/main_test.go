@@ -1,13 +1,11 @@
 package cri
 
 import (
-	"debug/elf"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/tests/harness"
@@ -52,13 +50,6 @@ var (
 	cgroupRoot = fmt.Sprintf("/cri-e2e-%d", os.Getpid())
 )
 
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
-}
-
 func TestMain(m *testing.M) {
 	if err := setUp(); err != nil {
 		fmt.Fprintf(os.Stderr, "\n*** CRI SUITE CANNOT RUN: %v\n*** (this is a failure, not a skip)\nFAIL\n", err)
@@ -89,32 +80,26 @@ func setUp() error {
 		return err
 	}
 	repoRoot = root
-	path := os.Getenv("PATH") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-	if _, err := lookPathIn("runc", path); err != nil {
-		return errors.New("runc not found on PATH (install Debian's runc: make deps)")
+	if err := harness.CheckTools("install Debian's runc: make deps", "runc"); err != nil {
+		return err
 	}
-	if busybox = os.Getenv("CRI_BUSYBOX"); busybox == "" {
-		if busybox, err = exec.LookPath("busybox"); err != nil {
-			return errors.New("busybox not found (install busybox-static: make deps)")
-		}
-	}
-	if err := staticBinary(busybox); err != nil {
-		return fmt.Errorf("busybox %s: %w (install busybox-static: make deps)", busybox, err)
+	if busybox, err = harness.FindBusybox(os.Getenv("CRI_BUSYBOX"), "install busybox-static: make deps", "install busybox-static: make deps"); err != nil {
+		return err
 	}
 	if _, err := os.Stat("/sys/fs/cgroup"); err != nil {
 		return fmt.Errorf("no cgroup filesystem: %w", err)
 	}
 
-	shimRobust = envOr("CRI_SHIM", filepath.Join(repoRoot, "bin", ShimRobustBinary))
-	shimUpstream = envOr("CRI_UPSTREAM_SHIM", filepath.Join(repoRoot, "bin", "upstream", ShimUpstreamBinary))
-	c16 := envOr("CRI_CONTAINERD16", "/usr/bin/containerd")
-	c17 := envOr("CRI_CONTAINERD17", filepath.Join(repoRoot, "bin", "containerd-1.7", "containerd"))
+	shimRobust = harness.EnvOr("CRI_SHIM", filepath.Join(repoRoot, "bin", ShimRobustBinary))
+	shimUpstream = harness.EnvOr("CRI_UPSTREAM_SHIM", filepath.Join(repoRoot, "bin", "upstream", ShimUpstreamBinary))
+	c16 := harness.EnvOr("CRI_CONTAINERD16", "/usr/bin/containerd")
+	c17 := harness.EnvOr("CRI_CONTAINERD17", filepath.Join(repoRoot, "bin", "containerd-1.7", "containerd"))
 	for _, b := range []struct{ path, env, target string }{
 		{shimRobust, "CRI_SHIM", "build"},
 		{shimUpstream, "CRI_UPSTREAM_SHIM", "upstream"},
 		{c17, "CRI_CONTAINERD17", "containerd17"},
 	} {
-		if executable(b.path) == nil || os.Getenv(b.env) != "" {
+		if harness.Executable(b.path) == nil || os.Getenv(b.env) != "" {
 			continue
 		}
 		fmt.Fprintf(os.Stderr, "*** %s is missing: running `make %s` (make cri builds it first)\n", b.path, b.target)
@@ -124,15 +109,13 @@ func setUp() error {
 			return fmt.Errorf("make %s: %w", b.target, err)
 		}
 	}
-	for _, b := range []struct{ what, path, hint string }{
-		{"our shim", shimRobust, "make build"},
-		{"upstream's shim", shimUpstream, "make upstream"},
-		{"Debian's containerd", c16, "install containerd: make deps"},
-		{"containerd 1.7", c17, "make containerd17"},
-	} {
-		if err := executable(b.path); err != nil {
-			return fmt.Errorf("%s: %w (%s)", b.what, err, b.hint)
-		}
+	if err := harness.CheckBinaries(
+		harness.Binary{What: "our shim", Path: shimRobust, Hint: "make build"},
+		harness.Binary{What: "upstream's shim", Path: shimUpstream, Hint: "make upstream"},
+		harness.Binary{What: "Debian's containerd", Path: c16, Hint: "install containerd: make deps"},
+		harness.Binary{What: "containerd 1.7", Path: c17, Hint: "make containerd17"},
+	); err != nil {
+		return err
 	}
 	for _, bin := range []string{c16, c17} {
 		v, err := binaryVersion(bin)
@@ -145,41 +128,4 @@ func setUp() error {
 		return fmt.Errorf("build the test image: %w", err)
 	}
 	return nil
-}
-
-func executable(p string) error {
-	fi, err := os.Stat(p)
-	if err != nil {
-		return err
-	}
-	if fi.IsDir() || fi.Mode()&0o111 == 0 {
-		return fmt.Errorf("%s is not an executable file", p)
-	}
-	return nil
-}
-
-// staticBinary fails for a dynamically linked ELF: the image holds busybox
-// alone, without a dynamic loader.
-func staticBinary(p string) error {
-	f, err := elf.Open(p)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	for _, prog := range f.Progs {
-		if prog.Type == elf.PT_INTERP {
-			return errors.New("dynamically linked")
-		}
-	}
-	return nil
-}
-
-func lookPathIn(name, path string) (string, error) {
-	for _, dir := range strings.Split(path, ":") {
-		p := filepath.Join(dir, name)
-		if executable(p) == nil {
-			return p, nil
-		}
-	}
-	return "", exec.ErrNotFound
 }

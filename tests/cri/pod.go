@@ -210,7 +210,7 @@ func (p *Pod) record(ctx context.Context) error {
 			sockets[s] = true
 			p.ShimSocket = append(p.ShimSocket, s)
 		}
-		if t.Cgroups, err = containerCgroups(t.Init.Pid, shimPid); err != nil {
+		if t.Cgroups, err = harness.ContainerCgroups(t.Init.Pid, shimPid); err != nil {
 			return fmt.Errorf("record %s cgroups: %w", t.Role, err)
 		}
 		if len(t.Cgroups) == 0 {
@@ -226,7 +226,7 @@ func (p *Pod) record(ctx context.Context) error {
 		pids = map[int]bool{}
 		for _, t := range p.Tasks {
 			for _, dir := range t.Cgroups {
-				for _, pid := range cgroupPids(dir) {
+				for _, pid := range harness.CgroupPids(dir) {
 					pids[pid] = true
 				}
 			}

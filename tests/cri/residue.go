@@ -40,35 +40,7 @@ var kindOrder = []string{
 
 // Summary is a one-line digest of r: "clean", or the kinds with counts in a
 // fixed order, any kind it does not know last.
-func Summary(r harness.Residue) string {
-	if len(r) == 0 {
-		return "clean"
-	}
-	n := map[string]int{}
-	for _, l := range r {
-		n[l.Kind]++
-	}
-	order := append([]string(nil), kindOrder...)
-	for _, l := range r {
-		known := false
-		for _, k := range order {
-			known = known || k == l.Kind
-		}
-		if !known {
-			order = append(order, l.Kind)
-		}
-	}
-	var parts []string
-	for _, k := range order {
-		switch {
-		case n[k] == 1:
-			parts = append(parts, k)
-		case n[k] > 1:
-			parts = append(parts, fmt.Sprintf("%s ×%d", k, n[k]))
-		}
-	}
-	return strings.Join(parts, ", ")
-}
+func Summary(r harness.Residue) string { return r.SummaryIn(kindOrder) }
 
 func dotted(p string) string { return filepath.Join(filepath.Dir(p), "."+filepath.Base(p)) }
 
@@ -147,7 +119,7 @@ func (p *Pod) Residue(ctx context.Context) harness.Residue {
 			add(harness.KindProcess, pr.String())
 		}
 	}
-	for _, m := range mountsUnder(append(mountDirs, p.criDirs()...)...) {
+	for _, m := range harness.MountsUnder([]int{0}, append(mountDirs, p.criDirs()...)...) {
 		add(harness.KindMount, m)
 	}
 	for _, s := range p.ShimSocket {
@@ -234,7 +206,7 @@ func (p *Pod) Cleanup(ctx context.Context) error {
 	procs := append(append([]harness.Proc(nil), p.Shims...), p.Procs...)
 	for _, t := range tasks {
 		for _, dir := range t.Cgroups {
-			for _, pid := range cgroupPids(dir) {
+			for _, pid := range harness.CgroupPids(dir) {
 				if pr, err := harness.RecordProc(pid); err == nil {
 					procs = append(procs, pr)
 				}
@@ -257,12 +229,12 @@ func (p *Pod) Cleanup(ctx context.Context) error {
 		dirs = append(dirs, t.Bundle, dotted(t.Bundle))
 	}
 	dirs = append(dirs, p.criDirs()...)
-	for _, m := range mountsUnder(dirs...) {
+	for _, m := range harness.MountsUnder([]int{0}, dirs...) {
 		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("unmount %s: %w", m, err))
 		}
 	}
-	mountsLeft := mountsUnder(dirs...)
+	mountsLeft := harness.MountsUnder([]int{0}, dirs...)
 	if len(mountsLeft) > 0 {
 		errs = append(errs, fmt.Errorf("mounts left: %v", mountsLeft))
 	}
@@ -350,7 +322,7 @@ func RemoveCgroupTree(rel string) error {
 			}
 			return nil
 		})
-		for _, pid := range cgroupPids(root) {
+		for _, pid := range harness.CgroupPids(root) {
 			if pr, err := harness.RecordProc(pid); err == nil {
 				procs = append(procs, pr)
 			}
@@ -370,139 +342,10 @@ func RemoveCgroupTree(rel string) error {
 	return errors.Join(append(errs, removeCgroups(dirs))...)
 }
 
-// mountsUnder returns the mount points (in this mount namespace) at or
-// below any of dirs, deepest first.
-func mountsUnder(dirs ...string) []string {
-	ms, err := mountinfo.GetMounts(nil)
-	if err != nil {
-		return []string{"mountinfo: " + err.Error()}
-	}
-	seen := map[string]bool{}
-	for _, m := range ms {
-		for _, d := range dirs {
-			d = filepath.Clean(d)
-			if d != "." && (m.Mountpoint == d || strings.HasPrefix(m.Mountpoint, d+"/")) {
-				seen[m.Mountpoint] = true
-			}
-		}
-	}
-	out := make([]string, 0, len(seen))
-	for m := range seen {
-		out = append(out, m)
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if len(out[i]) != len(out[j]) {
-			return len(out[i]) > len(out[j])
-		}
-		return out[i] < out[j]
-	})
-	return out
-}
-
 func cgroupMounts() ([]*mountinfo.Info, error) {
 	return mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) {
 		return m.FSType != "cgroup" && m.FSType != "cgroup2", false
 	})
-}
-
-// containerCgroups returns, in every cgroup hierarchy mounted here, the
-// directory of pid's cgroup where it differs from ref's (the shim's): the
-// directories runc created for the task.
-func containerCgroups(pid, ref int) ([]string, error) {
-	mine, err := procCgroups(pid)
-	if err != nil {
-		return nil, err
-	}
-	theirs, err := procCgroups(ref)
-	if err != nil {
-		return nil, fmt.Errorf("cgroups of shim %d: %w", ref, err)
-	}
-	ms, err := cgroupMounts()
-	if err != nil {
-		return nil, err
-	}
-	var dirs []string
-	for key, path := range mine {
-		if theirs[key] == path {
-			continue
-		}
-		id, ctrls, _ := strings.Cut(key, ":")
-		for _, m := range ms {
-			if !hierarchyMatches(m, id, ctrls) {
-				continue
-			}
-			rel := path
-			if m.Root != "/" {
-				if rel != m.Root && !strings.HasPrefix(rel, m.Root+"/") {
-					continue
-				}
-				rel = strings.TrimPrefix(rel, m.Root)
-			}
-			dirs = append(dirs, filepath.Join(m.Mountpoint, rel))
-			break
-		}
-	}
-	sort.Strings(dirs)
-	return dirs, nil
-}
-
-// procCgroups maps "id:controllers" to the cgroup path of pid.
-func procCgroups(pid int) (map[string]string, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]string{}
-	for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		parts := strings.SplitN(l, ":", 3)
-		if len(parts) == 3 {
-			out[parts[0]+":"+parts[1]] = parts[2]
-		}
-	}
-	return out, nil
-}
-
-// hierarchyMatches reports whether mount m is the hierarchy of a
-// /proc/<pid>/cgroup line: cgroup2 for id 0, else the v1 mount whose super
-// options carry all its controllers.
-func hierarchyMatches(m *mountinfo.Info, id, ctrls string) bool {
-	if id == "0" {
-		return m.FSType == "cgroup2"
-	}
-	if m.FSType != "cgroup" {
-		return false
-	}
-	opts := map[string]bool{}
-	for _, o := range strings.Split(m.VFSOptions, ",") {
-		opts[o] = true
-	}
-	for _, c := range strings.Split(ctrls, ",") {
-		if !opts[c] {
-			return false
-		}
-	}
-	return true
-}
-
-// cgroupPids returns the pids in cgroup.procs of dir and every cgroup below.
-func cgroupPids(dir string) []int {
-	var pids []int
-	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err != nil || !d.IsDir() {
-			return nil
-		}
-		data, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
-		if err != nil {
-			return nil
-		}
-		for _, f := range strings.Fields(string(data)) {
-			if n, err := strconv.Atoi(f); err == nil {
-				pids = append(pids, n)
-			}
-		}
-		return nil
-	})
-	return pids
 }
 
 // parentOf reads pid's parent from /proc/<pid>/stat (fields counted from

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/tests/harness"
 )
 
 // sideBySide collects, per daemon and case, what each handler left behind,
@@ -95,7 +97,7 @@ func writeSideBySide() error {
 	}
 	md := results.markdown()
 	fmt.Printf("\n=== side by side: what each runtime handler left behind ===\n\n%s\n", md)
-	out := envOr("CRI_OUT", filepath.Join(repoRoot, "tests", "out"))
+	out := harness.EnvOr("CRI_OUT", filepath.Join(repoRoot, "tests", "out"))
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}

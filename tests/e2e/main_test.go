@@ -21,13 +21,9 @@ package e2e
 
 import (
 	"context"
-	"debug/elf"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -55,13 +51,6 @@ var (
 	shared *harness.Daemon
 )
 
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
-}
-
 func TestMain(m *testing.M) {
 	if err := setUp(); err != nil {
 		fmt.Fprintf(os.Stderr, "\n*** E2E SUITE CANNOT RUN: %v\n*** (this is a failure, not a skip)\nFAIL\n", err)
@@ -85,39 +74,17 @@ func TestMain(m *testing.M) {
 // setUp checks every prerequisite and starts the shared daemon; any error
 // is fatal for the whole suite.
 func setUp() error {
-	if os.Geteuid() != 0 {
-		return errors.New("the suite needs root (real mounts, cgroups, containerd)")
-	}
-	root, err := filepath.Abs("../..")
+	env, err := harness.FindE2EEnv("runc", "unshare", "nsenter", "mount", "umount")
 	if err != nil {
 		return err
 	}
-	repoRoot = root
-	containerd = envOr("E2E_CONTAINERD", "/usr/bin/containerd")
-	if err := executable(containerd); err != nil {
-		return fmt.Errorf("containerd: %w (install Debian's containerd, or set E2E_CONTAINERD)", err)
-	}
-	busybox = os.Getenv("E2E_BUSYBOX")
-	if busybox == "" {
-		if busybox, err = exec.LookPath("busybox"); err != nil {
-			return errors.New("busybox not found (install busybox-static, or set E2E_BUSYBOX)")
-		}
-	}
-	if err := staticBinary(busybox); err != nil {
-		return fmt.Errorf("busybox %s: %w (install busybox-static)", busybox, err)
-	}
-	path := os.Getenv("PATH") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-	for _, tool := range []string{"runc", "unshare", "nsenter", "mount", "umount"} {
-		if _, err := lookPathIn(tool, path); err != nil {
-			return fmt.Errorf("%s not found on PATH (install runc / util-linux)", tool)
-		}
-	}
+	repoRoot, containerd, busybox = env.RepoRoot, env.Containerd, env.Busybox
 	if _, err := os.Stat("/sys/fs/cgroup"); err != nil {
 		return fmt.Errorf("no cgroup filesystem: %w", err)
 	}
 	all := []shimUnderTest{
-		{name: "upstream", runtime: harness.RuntimeUpstream, binary: envOr("E2E_UPSTREAM_SHIM", filepath.Join(repoRoot, "bin/upstream/containerd-shim-runc-v2"))},
-		{name: "ours", runtime: harness.RuntimeRobust, binary: envOr("E2E_SHIM", filepath.Join(repoRoot, "bin/containerd-shim-runc-v2-robust")), asserted: true},
+		{name: "upstream", runtime: harness.RuntimeUpstream, binary: env.Upstream},
+		{name: "ours", runtime: harness.RuntimeRobust, binary: env.Ours, asserted: true},
 	}
 	only := os.Getenv("E2E_ONLY")
 	for _, s := range all {
@@ -125,8 +92,8 @@ func setUp() error {
 			fmt.Fprintf(os.Stderr, "*** E2E_ONLY=%s: the %s shim is NOT tested in this run\n", only, s.name)
 			continue
 		}
-		if err := executable(s.binary); err != nil {
-			return fmt.Errorf("%s shim: %w (run `make build upstream`)", s.name, err)
+		if err := harness.CheckBinaries(harness.Binary{What: s.name + " shim", Path: s.binary, Hint: "run `make build upstream`"}); err != nil {
+			return err
 		}
 		shims = append(shims, s)
 	}
@@ -159,41 +126,4 @@ func newDaemon(cgroup2View bool) (*harness.Daemon, error) {
 		return nil, fmt.Errorf("start containerd %s: %w", containerd, err)
 	}
 	return d, nil
-}
-
-func executable(p string) error {
-	fi, err := os.Stat(p)
-	if err != nil {
-		return err
-	}
-	if fi.IsDir() || fi.Mode()&0o111 == 0 {
-		return fmt.Errorf("%s is not an executable file", p)
-	}
-	return nil
-}
-
-// staticBinary fails for a dynamically linked ELF: the container's rootfs
-// holds busybox alone, without a dynamic loader.
-func staticBinary(p string) error {
-	f, err := elf.Open(p)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	for _, prog := range f.Progs {
-		if prog.Type == elf.PT_INTERP {
-			return errors.New("dynamically linked")
-		}
-	}
-	return nil
-}
-
-func lookPathIn(name, path string) (string, error) {
-	for _, dir := range strings.Split(path, ":") {
-		p := filepath.Join(dir, name)
-		if executable(p) == nil {
-			return p, nil
-		}
-	}
-	return "", exec.ErrNotFound
 }

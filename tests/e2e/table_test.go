@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/tests/harness"
 )
 
 // table collects, for each case, what each shim left behind.
@@ -63,7 +65,7 @@ func writeTable() error {
 	md := results.markdown(title)
 	fmt.Printf("\n=== side by side: what each shim left behind ===\n\n%s\n", md)
 
-	out := envOr("E2E_OUT", filepath.Join(repoRoot, "tests", "out"))
+	out := harness.EnvOr("E2E_OUT", filepath.Join(repoRoot, "tests", "out"))
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}

@@ -48,7 +48,7 @@ func (c *Container) Cleanup(ctx context.Context) error {
 	// cgroup member is a container process by construction).
 	procs := append([]Proc{c.Shim}, c.Procs...)
 	for _, dir := range c.Cgroups {
-		for _, pid := range cgroupPids(dir) {
+		for _, pid := range CgroupPids(dir) {
 			if p, err := RecordProc(pid); err == nil {
 				procs = append(procs, p)
 			}
@@ -83,13 +83,13 @@ func (c *Container) Cleanup(ctx context.Context) error {
 	dirs := []string{c.Bundle, dotted(c.Bundle), c.Dir}
 	var mountsLeft []string
 	Poll(5*time.Second, 20*time.Millisecond, func() bool {
-		for _, m := range mountsUnder(c.d.mountNSPids(), dirs...) {
+		for _, m := range MountsUnder(c.d.mountNSPids(), dirs...) {
 			_ = unix.Unmount(m, unix.MNT_DETACH)
 			if c.d.CgroupV2View() && c.d.Pid() > 0 {
 				_ = c.d.inMountNS("umount", "-l", m)
 			}
 		}
-		mountsLeft = mountsUnder(c.d.mountNSPids(), dirs...)
+		mountsLeft = MountsUnder(c.d.mountNSPids(), dirs...)
 		return len(mountsLeft) == 0
 	})
 	if len(mountsLeft) > 0 {

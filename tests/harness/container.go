@@ -217,7 +217,7 @@ func (c *Container) record(initPid, execPid int) error {
 	if c.Exec, err = RecordProc(execPid); err != nil {
 		return fmt.Errorf("record exec: %w", err)
 	}
-	if c.Cgroups, err = containerCgroups(initPid, shimPid); err != nil {
+	if c.Cgroups, err = ContainerCgroups(initPid, shimPid); err != nil {
 		return fmt.Errorf("record cgroups: %w", err)
 	}
 	if len(c.Cgroups) == 0 {
@@ -230,7 +230,7 @@ func (c *Container) record(initPid, execPid int) error {
 	ok := Poll(10*time.Second, 20*time.Millisecond, func() bool {
 		pids = map[int]bool{}
 		for _, dir := range c.Cgroups {
-			for _, p := range cgroupPids(dir) {
+			for _, p := range CgroupPids(dir) {
 				pids[p] = true
 			}
 		}

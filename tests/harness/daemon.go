@@ -78,15 +78,14 @@ type Daemon struct {
 	done    chan struct{}
 	waitErr error
 	client  *containerd.Client
-	exits   *exitRecorder
+	exits   *ExitRecorder
 	cancel  context.CancelFunc
 }
 
-// disabledPlugins keeps start-up fast and keeps the daemon off the
-// machine's paths: no CRI, no /opt/containerd, no snapshotters the suite
-// does not use (rootfs is a bind mount), no tracing.
-var disabledPlugins = []string{
-	"io.containerd.grpc.v1.cri",
+// offMachinePlugins keeps start-up fast and keeps a private daemon off the
+// machine's paths: no /opt/containerd, no snapshotters the suites do not
+// use, no tracing, no NRI socket.
+var offMachinePlugins = []string{
 	"io.containerd.internal.v1.opt",
 	"io.containerd.snapshotter.v1.aufs",
 	"io.containerd.snapshotter.v1.btrfs",
@@ -95,6 +94,32 @@ var disabledPlugins = []string{
 	"io.containerd.tracing.processor.v1.otlp",
 	"io.containerd.internal.v1.tracing",
 	"io.containerd.nri.v1.nri",
+}
+
+// BaseConfig renders what every private containerd's configuration
+// (version 2) starts with: its own root, state directory and gRPC and ttrpc
+// sockets, log level info, and as disabled plugins those in disable, then
+// those that would reach the machine's paths or slow start-up.
+func BaseConfig(root, state, address, ttrpcAddress string, disable ...string) string {
+	disabled := append(append([]string(nil), disable...), offMachinePlugins...)
+	quoted := make([]string, len(disabled))
+	for i, p := range disabled {
+		quoted[i] = fmt.Sprintf("%q", p)
+	}
+	return fmt.Sprintf(`version = 2
+root = %q
+state = %q
+disabled_plugins = [%s]
+
+[grpc]
+  address = %q
+
+[ttrpc]
+  address = %q
+
+[debug]
+  level = "info"
+`, root, state, strings.Join(quoted, ", "), address, ttrpcAddress)
 }
 
 // NewDaemon creates the daemon's directories, configuration and bin
@@ -126,28 +151,12 @@ func NewDaemon(cfg DaemonConfig) (*Daemon, error) {
 	for runtime, src := range cfg.Shims {
 		// A copy, not a link: a rebuild during the run must not change the
 		// binary under test half-way.
-		if err := copyFile(src, filepath.Join(d.BinDir, ShimBinaryName(runtime)), 0o755); err != nil {
+		if err := CopyFile(src, filepath.Join(d.BinDir, ShimBinaryName(runtime)), 0o755); err != nil {
 			return nil, fmt.Errorf("install shim for %s: %w", runtime, err)
 		}
 	}
-	quoted := make([]string, len(disabledPlugins))
-	for i, p := range disabledPlugins {
-		quoted[i] = fmt.Sprintf("%q", p)
-	}
-	conf := fmt.Sprintf(`version = 2
-root = %q
-state = %q
-disabled_plugins = [%s]
-
-[grpc]
-  address = %q
-
-[ttrpc]
-  address = %q
-
-[debug]
-  level = "info"
-`, d.Root, d.State, strings.Join(quoted, ", "), d.Address, d.TTRPCAddress)
+	// No CRI: the suites drive containerd's own API.
+	conf := BaseConfig(d.Root, d.State, d.Address, d.TTRPCAddress, "io.containerd.grpc.v1.cri")
 	if err := os.WriteFile(d.ConfigPath, []byte(conf), 0o600); err != nil {
 		return nil, err
 	}
@@ -178,7 +187,7 @@ func (d *Daemon) CgroupV2View() bool { return d.cfg.CgroupV2View }
 
 // PathEnv is the PATH the daemon (and so every shim and runc) runs with.
 func (d *Daemon) PathEnv() string {
-	return d.BinDir + ":" + os.Getenv("PATH") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	return d.BinDir + ":" + SearchPath()
 }
 
 func (d *Daemon) command() *exec.Cmd {
@@ -243,7 +252,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 		_ = cmd.Process.Kill()
 		<-done
 		d.cmd = nil
-		return fmt.Errorf("%w\n--- containerd log (tail) ---\n%s", err, d.logTail(40))
+		return fmt.Errorf("%w\n--- containerd log (tail) ---\n%s", err, d.LogTail(40))
 	}
 	var client *containerd.Client
 	ok := Poll(StartTimeout, 50*time.Millisecond, func() bool {
@@ -285,7 +294,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 		}
 	}
 	sctx, cancel := context.WithCancel(context.Background())
-	rec, err := subscribeExits(sctx, client)
+	rec, err := SubscribeExits(sctx, client)
 	if err != nil {
 		cancel()
 		client.Close()
@@ -398,7 +407,7 @@ func (d *Daemon) Restart(ctx context.Context) error {
 // below it (then the directory stays and the error says so).
 func (d *Daemon) Close() error {
 	err := d.Stop()
-	if ms := mountsUnder([]int{0}, d.Dir); len(ms) > 0 {
+	if ms := MountsUnder([]int{0}, d.Dir); len(ms) > 0 {
 		return errors.Join(err, fmt.Errorf("mounts left under %s: %v; directory kept", d.Dir, ms))
 	}
 	return errors.Join(err, os.RemoveAll(d.Dir))
@@ -413,16 +422,15 @@ func (d *Daemon) WaitExit(ns, id string, timeout time.Duration) (*eventstypes.Ta
 	if rec == nil {
 		return nil, false
 	}
-	return rec.wait(ns+"/"+id, timeout)
+	return rec.Wait(ns, id, timeout)
 }
 
 // LogTail is the last n lines of the daemon's log.
-func (d *Daemon) LogTail(n int) string {
-	return d.logTail(n)
-}
+func (d *Daemon) LogTail(n int) string { return TailFile(d.LogPath, n) }
 
-func (d *Daemon) logTail(n int) string {
-	data, err := os.ReadFile(d.LogPath)
+// TailFile is the last n lines of file path, or the error reading it.
+func TailFile(path string, n int) string {
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return err.Error()
 	}
@@ -442,9 +450,9 @@ func (d *Daemon) LogSince(off int64) (string, int64) {
 	return string(data[off:]), int64(len(data))
 }
 
-// exitRecorder keeps every TaskExit of an init process seen on one
+// ExitRecorder keeps every TaskExit of an init process seen on one
 // subscription, keyed by namespace/container id.
-type exitRecorder struct {
+type ExitRecorder struct {
 	mu    sync.Mutex
 	exits map[string]*eventstypes.TaskExit
 	wake  chan struct{}
@@ -452,11 +460,12 @@ type exitRecorder struct {
 
 const syncTopic = "/e2e/sync"
 
-// subscribeExits subscribes to /tasks/exit and proves the subscription is
+// SubscribeExits subscribes to /tasks/exit and proves the subscription is
 // live before returning: it publishes an event of its own and waits for it
-// to come back, so no exit published afterwards can be missed.
-func subscribeExits(ctx context.Context, client *containerd.Client) (*exitRecorder, error) {
-	rec := &exitRecorder{exits: map[string]*eventstypes.TaskExit{}, wake: make(chan struct{})}
+// to come back, so no exit published afterwards can be missed. The
+// subscription ends with ctx.
+func SubscribeExits(ctx context.Context, client *containerd.Client) (*ExitRecorder, error) {
+	rec := &ExitRecorder{exits: map[string]*eventstypes.TaskExit{}, wake: make(chan struct{})}
 	ch, errs := client.Subscribe(ctx, `topic=="/tasks/exit"`, `topic=="`+syncTopic+`"`)
 	synced := make(chan struct{})
 	token := fmt.Sprintf("sync-%d", time.Now().UnixNano())
@@ -513,11 +522,13 @@ func subscribeExits(ctx context.Context, client *containerd.Client) (*exitRecord
 	}
 }
 
-func (r *exitRecorder) wait(key string, timeout time.Duration) (*eventstypes.TaskExit, bool) {
+// Wait waits (bounded by timeout) for the TaskExit of the init process of
+// container id in namespace ns.
+func (r *ExitRecorder) Wait(ns, id string, timeout time.Duration) (*eventstypes.TaskExit, bool) {
 	deadline := time.After(timeout)
 	for {
 		r.mu.Lock()
-		ev, wake := r.exits[key], r.wake
+		ev, wake := r.exits[ns+"/"+id], r.wake
 		r.mu.Unlock()
 		if ev != nil {
 			return ev, true
@@ -530,7 +541,8 @@ func (r *exitRecorder) wait(key string, timeout time.Duration) (*eventstypes.Tas
 	}
 }
 
-func copyFile(src, dst string, mode os.FileMode) error {
+// CopyFile copies src to dst (created or truncated with mode).
+func CopyFile(src, dst string, mode os.FileMode) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err

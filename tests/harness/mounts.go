@@ -79,10 +79,10 @@ func under(p, dir string) bool {
 	return p == dir || strings.HasPrefix(p, dir+"/")
 }
 
-// mountsUnder returns the mount points at or below any of dirs, as seen by
+// MountsUnder returns the mount points at or below any of dirs, as seen by
 // the mount namespaces of pids (0 = this process), deepest first, without
-// duplicates.
-func mountsUnder(pids []int, dirs ...string) []string {
+// duplicates. A pid whose mountinfo cannot be read (gone) is passed over.
+func MountsUnder(pids []int, dirs ...string) []string {
 	seen := map[string]bool{}
 	for _, pid := range pids {
 		ms, err := readMountinfo(pid)
@@ -164,11 +164,11 @@ func hierarchyMount(ms []mountEntry, line cgroupLine) (mountEntry, bool) {
 	return mountEntry{}, false
 }
 
-// containerCgroups returns, in every hierarchy mounted in this process's
+// ContainerCgroups returns, in every hierarchy mounted in this process's
 // mount namespace, the directory of pid's cgroup where it differs from the
 // cgroup of ref (the shim): those are the directories runc created for the
 // container.
-func containerCgroups(pid, ref int) ([]string, error) {
+func ContainerCgroups(pid, ref int) ([]string, error) {
 	mine, err := readProcCgroup(pid)
 	if err != nil {
 		return nil, err
@@ -207,9 +207,9 @@ func containerCgroups(pid, ref int) ([]string, error) {
 	return dirs, nil
 }
 
-// cgroupPids returns the pids listed in cgroup.procs of dir and of every
+// CgroupPids returns the pids listed in cgroup.procs of dir and of every
 // cgroup below it.
-func cgroupPids(dir string) []int {
+func CgroupPids(dir string) []int {
 	var pids []int
 	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {

@@ -53,7 +53,11 @@ func (r Residue) Of(kind string) Residue {
 
 // Summary is a one-line digest: "clean", or the kinds with counts, e.g.
 // "bundle, runc state, process ×4, cgroup ×10".
-func (r Residue) Summary() string {
+func (r Residue) Summary() string { return r.SummaryIn(kindOrder) }
+
+// SummaryIn is Summary with the kinds in the given order, any kind not in
+// order last (in the order first seen).
+func (r Residue) SummaryIn(order []string) string {
 	if len(r) == 0 {
 		return "clean"
 	}
@@ -61,8 +65,18 @@ func (r Residue) Summary() string {
 	for _, l := range r {
 		n[l.Kind]++
 	}
+	order = append([]string(nil), order...)
+	for _, l := range r {
+		known := false
+		for _, k := range order {
+			known = known || k == l.Kind
+		}
+		if !known {
+			order = append(order, l.Kind)
+		}
+	}
 	var parts []string
-	for _, k := range kindOrder {
+	for _, k := range order {
 		switch {
 		case n[k] == 1:
 			parts = append(parts, k)
@@ -130,7 +144,7 @@ func (c *Container) Residue(ctx context.Context, checkTask bool) Residue {
 			add(KindCgroup, d)
 		}
 	}
-	for _, m := range mountsUnder(c.d.mountNSPids(), c.Bundle, dotted(c.Bundle)) {
+	for _, m := range MountsUnder(c.d.mountNSPids(), c.Bundle, dotted(c.Bundle)) {
 		add(KindMount, m)
 	}
 	if c.ShimSocket != "" {

@@ -18,7 +18,7 @@ func BuildRootfs(dir, busybox string) error {
 			return err
 		}
 	}
-	if err := copyFile(busybox, filepath.Join(dir, "bin", "busybox"), 0o755); err != nil {
+	if err := CopyFile(busybox, filepath.Join(dir, "bin", "busybox"), 0o755); err != nil {
 		return fmt.Errorf("copy busybox: %w", err)
 	}
 	for _, a := range BusyboxApplets {

@@ -16,13 +16,9 @@ package ops
 
 import (
 	"context"
-	"debug/elf"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -47,13 +43,6 @@ var (
 	nsB = fmt.Sprintf("ops-b-%d", os.Getpid())
 )
 
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
-}
-
 func TestMain(m *testing.M) {
 	if err := setUp(); err != nil {
 		fmt.Fprintf(os.Stderr, "\n*** OPS SUITE CANNOT RUN: %v\n*** (this is a failure, not a skip)\nFAIL\n", err)
@@ -76,38 +65,14 @@ func TestMain(m *testing.M) {
 // setUp checks every prerequisite and starts the daemon; any error is fatal
 // for the whole suite.
 func setUp() error {
-	if os.Geteuid() != 0 {
-		return errors.New("the suite needs root (real mounts, cgroups, containerd)")
-	}
-	root, err := filepath.Abs("../..")
+	env, err := harness.FindE2EEnv("runc", "mount", "umount")
 	if err != nil {
 		return err
 	}
-	repoRoot = root
-	containerd = envOr("E2E_CONTAINERD", "/usr/bin/containerd")
-	if err := executable(containerd); err != nil {
-		return fmt.Errorf("containerd: %w (install Debian's containerd, or set E2E_CONTAINERD)", err)
-	}
-	busybox = os.Getenv("E2E_BUSYBOX")
-	if busybox == "" {
-		if busybox, err = exec.LookPath("busybox"); err != nil {
-			return errors.New("busybox not found (install busybox-static, or set E2E_BUSYBOX)")
-		}
-	}
-	if err := staticBinary(busybox); err != nil {
-		return fmt.Errorf("busybox %s: %w (install busybox-static)", busybox, err)
-	}
-	path := os.Getenv("PATH") + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-	for _, tool := range []string{"runc", "mount", "umount"} {
-		if _, err := lookPathIn(tool, path); err != nil {
-			return fmt.Errorf("%s not found on PATH (install runc / util-linux)", tool)
-		}
-	}
-	ours = envOr("E2E_SHIM", filepath.Join(repoRoot, "bin/containerd-shim-runc-v2-robust"))
-	upstream = envOr("E2E_UPSTREAM_SHIM", filepath.Join(repoRoot, "bin/upstream/containerd-shim-runc-v2"))
+	repoRoot, containerd, busybox, ours, upstream = env.RepoRoot, env.Containerd, env.Busybox, env.Ours, env.Upstream
 	for _, b := range []string{ours, upstream} {
-		if err := executable(b); err != nil {
-			return fmt.Errorf("shim: %w (run `make build upstream`)", err)
+		if err := harness.CheckBinaries(harness.Binary{What: "shim", Path: b, Hint: "run `make build upstream`"}); err != nil {
+			return err
 		}
 	}
 	// containerd passes its environment to every shim command it runs
@@ -135,41 +100,4 @@ func setUp() error {
 	daemon = d
 	fmt.Printf("ops: containerd %s (%s), namespaces %s %s, daemon dir %s\n", d.Version, containerd, nsA, nsB, d.Dir)
 	return nil
-}
-
-func executable(p string) error {
-	fi, err := os.Stat(p)
-	if err != nil {
-		return err
-	}
-	if fi.IsDir() || fi.Mode()&0o111 == 0 {
-		return fmt.Errorf("%s is not an executable file", p)
-	}
-	return nil
-}
-
-// staticBinary fails for a dynamically linked ELF: the container's rootfs
-// holds busybox alone, without a dynamic loader.
-func staticBinary(p string) error {
-	f, err := elf.Open(p)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	for _, prog := range f.Progs {
-		if prog.Type == elf.PT_INTERP {
-			return errors.New("dynamically linked")
-		}
-	}
-	return nil
-}
-
-func lookPathIn(name, path string) (string, error) {
-	for _, dir := range strings.Split(path, ":") {
-		p := filepath.Join(dir, name)
-		if executable(p) == nil {
-			return p, nil
-		}
-	}
-	return "", exec.ErrNotFound
 }
