@@ -34,6 +34,13 @@ func run(containerd, ours, upstream, busybox string) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("needs root (containerd, runc, cgroups, mounts)")
 	}
+	// Reap orphans at once, as a host's init does (some machines' PID 1
+	// reaps only every couple of seconds, which holds up every delete).
+	stop, err := harness.StartReaper()
+	if err != nil {
+		return err
+	}
+	defer stop()
 	shims := map[string]string{harness.RuntimeRobust: abs(ours)}
 	order := []string{}
 	if upstream != "" {
@@ -99,9 +106,15 @@ func demo(ctx context.Context, d *harness.Daemon, ns, runtime, busybox string) e
 	say("killed its shim (pid %d); containerd now runs `%s ... delete`", c.Shim.Pid, harness.ShimBinaryName(runtime))
 
 	left := c.WaitClean(ctx, 15*time.Second, true)
-	logs, _ := d.LogSince(off)
+	// containerd logs the delete's report (its stderr) once the command is
+	// done: give it a moment to show up.
+	var logs string
+	harness.Poll(2*time.Second, 20*time.Millisecond, func() bool {
+		logs, _ = d.LogSince(off)
+		return strings.Contains(logs, "cleanup") || strings.Contains(logs, "clean up")
+	})
 	for _, line := range strings.Split(logs, "\n") {
-		if strings.Contains(line, "cleanup") || strings.Contains(line, "robust delete") {
+		if strings.Contains(line, "cleanup") || strings.Contains(line, "clean up") || strings.Contains(line, "robust delete") {
 			say("containerd log: %s", strings.TrimSpace(line))
 		}
 	}
