@@ -62,6 +62,7 @@ func run(containerd, ours, upstream, busybox string) error {
 
 	ns := fmt.Sprintf("demo-%d", os.Getpid())
 	defer harness.RemoveNamespaceCgroups(ns)
+	defer os.Remove(filepath.Join(harness.DefaultRuncRoot, ns)) // runc leaves its namespace directory
 	for _, runtime := range order {
 		if err := demo(ctx, d, ns, runtime, busybox); err != nil {
 			return err
