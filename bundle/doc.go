@@ -21,7 +21,9 @@
 //     openat2 RESOLVE_NO_XDEV; the walk is file-descriptor-relative and never
 //     follows a symlink;
 //   - RemoveDeadSocket: removing a dead shim's socket named in `address`,
-//     after a connect that is refused; a socket that accepts is left.
+//     after a connect that is refused; a socket that accepts is left;
+//   - ProbeSocket: what a connect says of a socket's listener (live, dead,
+//     missing, or unknown), for RemoveDeadSocket and shim's liveness check.
 //
 // runc's state.json is decoded into RuncState (runc's own field names, the
 // few fields the delete path uses) rather than through libcontainer, which

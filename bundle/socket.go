@@ -56,18 +56,15 @@ func RemoveDeadSocket(address string) (removed bool, err error) {
 	case st.IsDir():
 		return false, fmt.Errorf("remove dead socket %s: is a directory, left in place", p)
 	case st.Mode().Type() == fs.ModeSocket:
-		conn, err := net.DialTimeout("unix", p, dialTimeout)
-		switch {
-		case err == nil:
-			conn.Close()
+		switch state, err := ProbeSocket(p, dialTimeout); state {
+		case SocketLive:
 			return false, fmt.Errorf("remove dead socket %s: socket is live (accepts connections), left in place", p)
-		case errors.Is(err, fs.ErrNotExist):
+		case SocketMissing:
 			return false, nil
-		case errors.Is(err, unix.ECONNREFUSED), errors.Is(err, unix.EPROTOTYPE):
-			// dead: fall through to removal
-		default:
+		case SocketUnknown:
 			return false, fmt.Errorf("remove dead socket %s: cannot tell whether it is live: %w", p, err)
 		}
+		// SocketDead: fall through to removal
 	}
 	// unlink, not os.Remove: never rmdir what may have become a directory.
 	if err := unix.Unlink(p); err != nil {
@@ -77,4 +74,38 @@ func RemoveDeadSocket(address string) (removed bool, err error) {
 		return false, fmt.Errorf("remove dead socket %s: %w", p, err)
 	}
 	return true, nil
+}
+
+// SocketState is what connecting to a unix socket tells of its listener.
+type SocketState int
+
+const (
+	// SocketMissing: nothing at the path.
+	SocketMissing SocketState = iota
+	// SocketDead: the connection was refused (ECONNREFUSED: nothing
+	// listens), or the path is a socket of another type (EPROTOTYPE) or
+	// no socket at all (ENOTSOCK).
+	SocketDead
+	// SocketLive: a connection was accepted.
+	SocketLive
+	// SocketUnknown: anything else (a timeout, EAGAIN on a full backlog,
+	// EACCES): a listener cannot be ruled out.
+	SocketUnknown
+)
+
+// ProbeSocket connects to the unix socket at path ("@name" for an abstract
+// one), within timeout, and closes the connection at once. The error is the
+// dial's, for SocketUnknown.
+func ProbeSocket(path string, timeout time.Duration) (SocketState, error) {
+	conn, err := net.DialTimeout("unix", path, timeout)
+	switch {
+	case err == nil:
+		conn.Close()
+		return SocketLive, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return SocketMissing, nil
+	case errors.Is(err, unix.ECONNREFUSED), errors.Is(err, unix.EPROTOTYPE), errors.Is(err, unix.ENOTSOCK):
+		return SocketDead, nil
+	}
+	return SocketUnknown, err
 }

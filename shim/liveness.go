@@ -2,17 +2,12 @@ package shim
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"io/fs"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/bundle"
 )
@@ -187,17 +182,16 @@ func probeSocket(address string) (bool, string) {
 	if !ok || path == "" {
 		return false, fmt.Sprintf("shim address %q is not unix://PATH", address)
 	}
-	conn, err := net.DialTimeout("unix", path, shimProbeTimeout)
-	switch {
-	case err == nil:
-		conn.Close()
+	switch state, err := bundle.ProbeSocket(path, shimProbeTimeout); state {
+	case bundle.SocketLive:
 		return true, fmt.Sprintf("socket %s accepts connections", path)
-	case errors.Is(err, fs.ErrNotExist):
+	case bundle.SocketMissing:
 		return false, fmt.Sprintf("socket %s is missing", path)
-	case errors.Is(err, unix.ECONNREFUSED), errors.Is(err, unix.EPROTOTYPE), errors.Is(err, unix.ENOTSOCK):
+	case bundle.SocketDead:
 		return false, fmt.Sprintf("socket %s refuses connections", path)
+	default:
+		return true, fmt.Sprintf("cannot tell whether socket %s is live: %v", path, err)
 	}
-	return true, fmt.Sprintf("cannot tell whether socket %s is live: %v", path, err)
 }
 
 // procStatus is what the liveness checks read from /proc/<pid>/stat.
