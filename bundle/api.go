@@ -3,8 +3,6 @@ package bundle
 import (
 	"encoding/json"
 	"time"
-
-	"github.com/containerd/containerd/api/types/runc/options"
 )
 
 // Names of the files in a runc-v2 task directory.
@@ -16,11 +14,52 @@ const (
 	WorkLink    = "work"
 	AddressFile = "address"
 	RootfsDir   = "rootfs"
+	// BootstrapFile is where containerd 2.x records the shim's socket
+	// (instead of AddressFile).
+	BootstrapFile = "bootstrap.json"
+	// SocketDirLink is containerd 2.x's link to the shim socket directory.
+	SocketDirLink = "s"
+	// ShimBinaryPathFile names the shim binary containerd started.
+	ShimBinaryPathFile = "shim-binary-path"
+	// ExitFile is where containerd 2.4's shim records the init's exit.
+	ExitFile = "exit.json"
 )
+
+// DefaultSocketDir is where containerd puts shim sockets unless its 2.x
+// configuration (recorded in the SocketDirLink) says otherwise.
+const DefaultSocketDir = "/run/containerd/s"
 
 // DefaultRuncRoot is the runc root of containerd's runc shim when
 // options.json sets none; runc's state is at <root>/<namespace>/<id>.
 const DefaultRuncRoot = "/run/containerd/runc"
+
+// Options is what the delete path reads of options.json: containerd's
+// runc options (github.com/containerd/containerd/api/types/runc/options
+// Options, written with encoding/json by every containerd's runc shim),
+// under their JSON names. Decoding into the generated protobuf type would
+// link the protobuf registry into every delete; the tests hold this type to
+// the generated one.
+type Options struct {
+	BinaryName    string `json:"binary_name,omitempty"`
+	Root          string `json:"root,omitempty"`
+	SystemdCgroup bool   `json:"systemd_cgroup,omitempty"`
+	ShimCgroup    string `json:"shim_cgroup,omitempty"`
+}
+
+// Exit is the init's exit as containerd 2.4's shim records it in ExitFile
+// (go-runc's Exit, encoded with its Go field names).
+type Exit struct {
+	Timestamp time.Time
+	Pid       int
+	Status    int
+}
+
+// Bootstrap is containerd 2.x's BootstrapFile.
+type Bootstrap struct {
+	Version  int    `json:"version"`
+	Address  string `json:"address"`
+	Protocol string `json:"protocol"`
+}
 
 // DefaultRuntime is the runtime binary when neither `runtime` nor
 // options.json names one.
@@ -120,7 +159,7 @@ type Bundle struct {
 	// never proof: pids are reused.
 	InitPid int
 
-	Options  *options.Options // nil when options.json is missing or garbage
+	Options  *Options // nil when options.json is missing or garbage
 	RuncRoot string           // Options.Root (when absolute), else DefaultRuncRoot
 	Spec     *Spec            // nil when config.json is missing or garbage
 
@@ -137,10 +176,24 @@ type Bundle struct {
 	// bundle itself missing).
 	WorkDir string
 
-	// Address is the shim's socket address from `address` (e.g.
-	// "unix:///run/containerd/s/<hash>"), "" when missing or not of the
-	// form "unix://PATH".
+	// Address is the shim's socket address, from BootstrapFile when it
+	// exists (containerd 2.x), else from AddressFile (1.6/1.7): e.g.
+	// "unix:///run/containerd/s/<hash>"; "" when missing or not of the
+	// form "unix://PATH". Only one of the two files is expected: the one
+	// the daemon's version does not write is never a Problem.
 	Address string
+	// SocketDir is the directory shim sockets live in: the target of the
+	// SocketDirLink (containerd 2.x) when it is an absolute path, else
+	// DefaultSocketDir. A socket is removed only from this directory.
+	SocketDir string
+
+	// ShimBinaryPath is the shim binary containerd started for the task,
+	// from ShimBinaryPathFile; "" when missing (1.6 may not write it).
+	ShimBinaryPath string
+
+	// Exit is the init's exit recorded by containerd 2.4's shim (ExitFile),
+	// nil when there is none (a Problem only when present but garbage).
+	Exit *Exit
 
 	// Missing is true when the task directory itself does not exist. The
 	// files inside it are then not reported one by one as Problems; runc's

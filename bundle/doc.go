@@ -6,8 +6,10 @@
 //   - validating the task id and namespace before any path is built from them
 //     (containerd's identifier rule: no "..", no "/", not empty, at most 76
 //     characters);
-//   - Load: every file of the task directory (runtime, init.pid,
-//     options.json, config.json, the work link, address) and runc's own
+//   - Load: every file of the task directory as every supported containerd
+//     writes it (runtime, init.pid, options.json, config.json, the work
+//     link; address (1.6/1.7) or bootstrap.json and the s link (2.x);
+//     shim-binary-path; exit.json (2.4)) and runc's own
 //     state.json, each of which may be missing, empty or garbage; every such
 //     problem is recorded in Bundle.Problems and none is fatal (the one
 //     exception is an empty `runtime`, which is what containerd writes when
@@ -20,10 +22,11 @@
 //     by mountinfo (read before the walk), by a directory's st_dev, and by
 //     openat2 RESOLVE_NO_XDEV; the walk is file-descriptor-relative and never
 //     follows a symlink;
-//   - RemoveDeadSocket: removing a dead shim's socket named in `address`,
+//   - RemoveDeadSocket: removing a dead shim's socket named in `address`
+//     (1.6/1.7) or bootstrap.json (2.x), only in the shim socket directory,
 //     after a connect that is refused; a socket that accepts is left;
 //   - ProbeSocket: what a connect says of a socket's listener (live, dead,
-//     missing, or unknown), for RemoveDeadSocket and shim's liveness check.
+//     missing, or unknown), for RemoveDeadSocket and package liveness.
 //
 // runc's state.json is decoded into RuncState (runc's own field names, the
 // few fields the delete path uses) rather than through libcontainer, which

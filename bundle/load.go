@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/containerd/containerd/api/types/runc/options"
 	"golang.org/x/sys/unix"
 )
 
@@ -96,6 +95,12 @@ func Load(path, namespace, id string) (*Bundle, error) {
 		b.readSpec()
 		b.readWork()
 		b.readAddress()
+		b.readSocketDir()
+		b.readShimBinaryPath()
+		b.readExit()
+	}
+	if b.SocketDir == "" {
+		b.SocketDir = DefaultSocketDir
 	}
 	b.chooseRuntime(fileRuntime)
 	b.chooseRuncRoot()
@@ -154,7 +159,7 @@ func (b *Bundle) readInitPid() {
 
 func (b *Bundle) readOptions() {
 	p := b.file(OptionsFile)
-	var opts options.Options
+	var opts Options
 	if err := readJSONObject(p, maxSmallFile, &opts); err != nil {
 		b.problem(OptionsFile, err)
 		return
@@ -191,23 +196,111 @@ func (b *Bundle) readWork() {
 	b.WorkDir = clean
 }
 
+// readAddress reads the shim's socket address from BootstrapFile
+// (containerd 2.x) or, when that does not exist, from AddressFile
+// (1.6/1.7). Only when neither exists is the address missing.
 func (b *Bundle) readAddress() {
+	var boot Bootstrap
+	switch err := readJSONObject(b.file(BootstrapFile), maxSmallFile, &boot); {
+	case err == nil:
+		if addr, err := checkAddress(boot.Address); err != nil {
+			b.problem(BootstrapFile, fmt.Errorf("%s: address: %w", b.file(BootstrapFile), err))
+		} else {
+			b.Address = addr
+		}
+		return
+	case !errors.Is(err, fs.ErrNotExist):
+		b.problem(BootstrapFile, err)
+		return
+	}
 	p := b.file(AddressFile)
 	data, err := readRegular(p, maxSmallFile)
 	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			err = fmt.Errorf("neither %s nor %s: %w", AddressFile, BootstrapFile, err)
+		}
 		b.problem(AddressFile, err)
 		return
 	}
-	addr := strings.TrimSpace(string(data))
-	if err := checkName(addr); err != nil {
-		b.problem(AddressFile, fmt.Errorf("%s: not an address: %w", p, err))
-		return
-	}
-	if !strings.HasPrefix(addr, unixScheme) || len(addr) == len(unixScheme) {
-		b.problem(AddressFile, fmt.Errorf("%s: address %.200q is not unix://PATH", p, addr))
+	addr, err := checkAddress(strings.TrimSpace(string(data)))
+	if err != nil {
+		b.problem(AddressFile, fmt.Errorf("%s: %w", p, err))
 		return
 	}
 	b.Address = addr
+}
+
+// checkAddress returns addr when it is "unix://PATH".
+func checkAddress(addr string) (string, error) {
+	if err := checkName(addr); err != nil {
+		return "", fmt.Errorf("not an address: %w", err)
+	}
+	if !strings.HasPrefix(addr, unixScheme) || len(addr) == len(unixScheme) {
+		return "", fmt.Errorf("address %.200q is not unix://PATH", addr)
+	}
+	return addr, nil
+}
+
+// readSocketDir reads containerd 2.x's SocketDirLink. It is optional
+// (1.6/1.7 do not write it); a link that is not an absolute path is a
+// Problem and DefaultSocketDir is used.
+func (b *Bundle) readSocketDir() {
+	p := b.file(SocketDirLink)
+	target, err := os.Readlink(p)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return
+	case errors.Is(err, unix.EINVAL):
+		b.problem(SocketDirLink, fmt.Errorf("%s: not a symbolic link", p))
+		return
+	case err != nil:
+		b.problem(SocketDirLink, err)
+		return
+	}
+	if err := checkName(target); err != nil || !filepath.IsAbs(target) {
+		b.problem(SocketDirLink, fmt.Errorf("%s: target %.200q is not an absolute path", p, target))
+		return
+	}
+	b.SocketDir = filepath.Clean(target)
+}
+
+// readShimBinaryPath reads ShimBinaryPathFile; it is optional.
+func (b *Bundle) readShimBinaryPath() {
+	p := b.file(ShimBinaryPathFile)
+	data, err := readRegular(p, maxSmallFile)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return
+	case err != nil:
+		b.problem(ShimBinaryPathFile, err)
+		return
+	}
+	path := strings.TrimSpace(string(data))
+	if err := checkName(path); err != nil || !filepath.IsAbs(path) {
+		b.problem(ShimBinaryPathFile, fmt.Errorf("%s: %.200q is not an absolute path", p, path))
+		return
+	}
+	b.ShimBinaryPath = path
+}
+
+// readExit reads containerd 2.4's ExitFile, with upstream's checks
+// (ReadExitStatus): a positive pid, a timestamp, a status that is not
+// negative (and fits an exit status). It is optional.
+func (b *Bundle) readExit() {
+	p := b.file(ExitFile)
+	var e Exit
+	err := readJSONObject(p, maxSmallFile, &e)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return
+	case err != nil:
+		b.problem(ExitFile, err)
+		return
+	case e.Pid <= 0 || e.Timestamp.IsZero() || e.Status < 0 || e.Status > math.MaxUint32:
+		b.problem(ExitFile, fmt.Errorf("%s: not a valid exit: pid %d, status %d, time %s", p, e.Pid, e.Status, e.Timestamp))
+		return
+	}
+	b.Exit = &e
 }
 
 // chooseRuntime picks `runtime`, else Options.BinaryName, else

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/containerd/containerd/errdefs"
 	"github.com/opencontainers/cgroups"
 
 	"github.com/opencontainers/runc/libcontainer"
@@ -49,7 +48,7 @@ func TestValidate(t *testing.T) {
 				if (err == nil) != tc.ok {
 					t.Errorf("%s %q: err = %v, want ok=%v", name, tc.in, err, tc.ok)
 				}
-				if err != nil && !errors.Is(err, errdefs.ErrInvalidArgument) {
+				if err != nil && !errors.Is(err, ErrInvalid) {
 					t.Errorf("%s %q: %v does not wrap ErrInvalidArgument", name, tc.in, err)
 				}
 			}

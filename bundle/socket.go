@@ -22,19 +22,22 @@ const unixScheme = "unix://"
 const dialTimeout = 500 * time.Millisecond
 
 // RemoveDeadSocket removes the unix socket of address ("unix://PATH") when
-// nothing accepts connections on it. It reports whether it removed it. A
-// missing socket is success; a live one is left and reported with an error.
+// it lies directly in socketDir (the shim socket directory: containerd 2.x's
+// `s` link, else DefaultSocketDir) and nothing accepts connections on it. It
+// reports whether it removed it. A missing socket is success; a live one is
+// left and reported with an error.
 //
-// Edge cases: an address without the "unix://" prefix, or with a relative
-// PATH, is an error and nothing is touched. An abstract socket
+// Edge cases: an address without the "unix://" prefix, with a relative
+// PATH, or whose PATH is not directly in socketDir, is an error and nothing
+// is touched: an address file may name anything. An abstract socket
 // ("unix://@name" or a leading NUL) is not a file: (false, nil). A
 // connection refused (ECONNREFUSED, including a socket file nobody listens
-// on) or a socket of another type (EPROTOTYPE) is dead and removed; a
-// symlink or regular file at PATH cannot be a listener and is removed
-// (never followed); a directory is an error and left. Any other dial
-// failure (timeout, EAGAIN on a full backlog, EACCES) is not proof of
+// on) or a socket of another type (EPROTOTYPE) is dead and removed.
+// Anything at PATH that is not a socket (a symlink, a regular file, a
+// directory) is not a shim's socket: left, and an error says so. Any other
+// dial failure (timeout, EAGAIN on a full backlog, EACCES) is not proof of
 // death: the file is left and the error returned.
-func RemoveDeadSocket(address string) (removed bool, err error) {
+func RemoveDeadSocket(address, socketDir string) (removed bool, err error) {
 	if !strings.HasPrefix(address, unixScheme) {
 		return false, fmt.Errorf("remove dead socket %q: not a unix:// address", address)
 	}
@@ -45,6 +48,10 @@ func RemoveDeadSocket(address string) (removed bool, err error) {
 	if p == "" || !filepath.IsAbs(p) {
 		return false, fmt.Errorf("remove dead socket %q: socket path is not absolute", address)
 	}
+	p = filepath.Clean(p)
+	if socketDir == "" || filepath.Dir(p) != filepath.Clean(socketDir) {
+		return false, fmt.Errorf("remove dead socket %s: not in the shim socket directory %s, left in place", p, socketDir)
+	}
 	st, err := os.Lstat(p)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -52,21 +59,19 @@ func RemoveDeadSocket(address string) (removed bool, err error) {
 		}
 		return false, fmt.Errorf("remove dead socket %s: %w", p, err)
 	}
-	switch {
-	case st.IsDir():
-		return false, fmt.Errorf("remove dead socket %s: is a directory, left in place", p)
-	case st.Mode().Type() == fs.ModeSocket:
-		switch state, err := ProbeSocket(p, dialTimeout); state {
-		case SocketLive:
-			return false, fmt.Errorf("remove dead socket %s: socket is live (accepts connections), left in place", p)
-		case SocketMissing:
-			return false, nil
-		case SocketUnknown:
-			return false, fmt.Errorf("remove dead socket %s: cannot tell whether it is live: %w", p, err)
-		}
-		// SocketDead: fall through to removal
+	if st.Mode().Type() != fs.ModeSocket {
+		return false, fmt.Errorf("remove dead socket %s: not a socket (%s), left in place", p, st.Mode().Type())
 	}
-	// unlink, not os.Remove: never rmdir what may have become a directory.
+	switch state, err := ProbeSocket(p, dialTimeout); state {
+	case SocketLive:
+		return false, fmt.Errorf("remove dead socket %s: socket is live (accepts connections), left in place", p)
+	case SocketMissing:
+		return false, nil
+	case SocketUnknown:
+		return false, fmt.Errorf("remove dead socket %s: cannot tell whether it is live: %w", p, err)
+	}
+	// SocketDead. unlink, not os.Remove: never rmdir what may have become
+	// a directory.
 	if err := unix.Unlink(p); err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return false, nil

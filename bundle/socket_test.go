@@ -32,13 +32,20 @@ func TestRemoveDeadSocket(t *testing.T) {
 		wantRemoved bool
 		wantErr     string // substring; "" means no error
 		wantLeft    bool   // the file must still be there
+		socketDir   string // defaults to the directory of p
 	}{
 		{name: "dead socket", setup: func(t *testing.T, p string) { listen(t, p, false) }, wantRemoved: true},
 		{name: "live socket", setup: func(t *testing.T, p string) { listen(t, p, true) },
 			wantErr: "live", wantLeft: true},
 		{name: "missing", setup: func(*testing.T, string) {}},
-		{name: "regular file", setup: func(t *testing.T, p string) { writeFile(t, p, []byte("x")) }, wantRemoved: true},
-		{name: "symlink to a live socket is unlinked, not followed", setup: func(t *testing.T, p string) {
+		{name: "regular file is not a socket: left", setup: func(t *testing.T, p string) { writeFile(t, p, []byte("x")) },
+			wantErr: "not a socket", wantLeft: true},
+		{name: "a path with .. that cleans into the socket directory", setup: func(t *testing.T, p string) { listen(t, p, false) },
+			address: func(p string) string { return "unix://" + filepath.Join(filepath.Dir(p), "sub", "..", "..", filepath.Base(filepath.Dir(p)), "s") },
+			wantRemoved: true},
+		{name: "in another directory: left", setup: func(t *testing.T, p string) { listen(t, p, false) },
+			socketDir: "/run/containerd/s", wantErr: "not in the shim socket directory", wantLeft: true},
+		{name: "symlink to a live socket is not a socket: left, not followed", setup: func(t *testing.T, p string) {
 			live := p + ".live"
 			listen(t, live, true)
 			if err := os.Symlink(live, p); err != nil {
@@ -49,7 +56,7 @@ func TestRemoveDeadSocket(t *testing.T) {
 					t.Error("the symlink's target was removed")
 				}
 			})
-		}, wantRemoved: true},
+		}, wantErr: "not a socket", wantLeft: true},
 		{name: "directory", setup: func(t *testing.T, p string) { mkdir(t, p) },
 			wantErr: "directory", wantLeft: true},
 		{name: "abstract", setup: func(*testing.T, string) {},
@@ -69,7 +76,11 @@ func TestRemoveDeadSocket(t *testing.T) {
 			if tc.address != nil {
 				addr = tc.address(p)
 			}
-			removed, err := RemoveDeadSocket(addr)
+			dir := tc.socketDir
+			if dir == "" {
+				dir = filepath.Dir(p)
+			}
+			removed, err := RemoveDeadSocket(addr, dir)
 			if removed != tc.wantRemoved {
 				t.Errorf("removed = %v, want %v", removed, tc.wantRemoved)
 			}

@@ -1,8 +1,10 @@
-// Command containerd-shim-runc-v2-robust is containerd's runc v2 shim
-// (upstream's task service, unchanged) with a delete path that cleans up
-// after a dead shim whatever is missing or corrupt, and an operator's `gc`.
-// containerd runs it as the runtime type io.containerd.runc.v2-robust, or
-// through runtime_path with io.containerd.runc.v2. main is one call to
-// shim.Main; everything else lives in package shim and the packages it
-// uses (bundle, cgroups).
+// Command containerd-shim-runc-v2-robust is a drop-in for containerd's runc
+// v2 shim: its `delete` (what containerd runs after a shim died) cleans up
+// whatever is missing or corrupt, `gc` sweeps orphaned tasks, and every
+// other command is handed by execve to upstream's containerd-shim-runc-v2
+// that came with the user's containerd (package delegate). containerd runs
+// it as the runtime type io.containerd.runc.v2-robust, through
+// runtime_path, or installed under upstream's own name. main is one call
+// to cli.Main; the command line lives in package cli, the delete path in
+// package deletion, gc and the reports in package ops.
 package main

@@ -1,5 +1,5 @@
 package main
 
-import "github.com/shimrobust/containerd-shim-runc-v2-robust/shim"
+import "github.com/shimrobust/containerd-shim-runc-v2-robust/cli"
 
-func main() { shim.Main() }
+func main() { cli.Main() }

@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/shimrobust/containerd-shim-runc-v2-robust/shim"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/deletion"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/tests/harness"
 )
 
@@ -45,11 +45,11 @@ type stepProfile struct {
 // deleteOneRequested reports whether this process is a cold delete.
 func deleteOneRequested() bool { return os.Getenv(deleteOneEnv) != "" }
 
-// deleteOne is the cold delete: shim.Delete on the task named by
+// deleteOne is the cold delete: deletion.Delete on the task named by
 // deleteOneEnv, its step times as JSON on stdout.
 func deleteOne() int {
 	ns, id, _ := strings.Cut(os.Getenv(deleteOneEnv), "/")
-	rep, err := shim.Delete(context.Background(), shim.Request{Namespace: ns, ID: id})
+	rep, err := deletion.Delete(context.Background(), deletion.Request{Namespace: ns, ID: id})
 	st := timesOf(rep)
 	if err != nil {
 		st.Err = err.Error()
@@ -61,7 +61,7 @@ func deleteOne() int {
 	return 0
 }
 
-func timesOf(rep *shim.Report) stepTimes {
+func timesOf(rep *deletion.Report) stepTimes {
 	var st stepTimes
 	if rep == nil {
 		return st
@@ -98,7 +98,7 @@ func newProfiler() (*profiler, error) {
 
 // deleteWarm runs our delete path in this process on the dead task c.
 func (p *profiler) deleteWarm(ctx context.Context, c *harness.Container) {
-	rep, err := shim.Delete(ctx, shim.Request{Namespace: c.Cfg.Namespace, ID: c.Cfg.ID, Bundle: c.Bundle})
+	rep, err := deletion.Delete(ctx, deletion.Request{Namespace: c.Cfg.Namespace, ID: c.Cfg.ID, Bundle: c.Bundle})
 	if err != nil {
 		progress("  in-process delete of %s: %v", c.Cfg.ID, err)
 	}

@@ -15,7 +15,7 @@ import (
 func main() {
 	containerd := flag.String("containerd", "/usr/bin/containerd", "containerd binary")
 	ours := flag.String("shim", "bin/containerd-shim-runc-v2-robust", "our shim")
-	upstream := flag.String("upstream", "bin/upstream/containerd-shim-runc-v2", "upstream's shim ('' to show ours only)")
+	upstream := flag.String("upstream", "/usr/bin/containerd-shim-runc-v2", "upstream's shim ('' to show ours only)")
 	busybox := flag.String("busybox", "/usr/bin/busybox", "static busybox for the rootfs")
 	flag.Parse()
 	if err := run(*containerd, *ours, *upstream, *busybox); err != nil {

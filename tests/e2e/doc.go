@@ -7,9 +7,10 @@
 // Environment:
 //
 //	E2E_CONTAINERD     containerd binary (default /usr/bin/containerd;
-//	                   bin/containerd-1.7/containerd for 1.7, see `make containerd17`)
+//	                   bin/containerd-X.Y/containerd for 1.7, 2.3, 2.4: `make daemons`)
 //	E2E_SHIM           our shim (default bin/containerd-shim-runc-v2-robust)
-//	E2E_UPSTREAM_SHIM  upstream's shim (default bin/upstream/containerd-shim-runc-v2)
+//	E2E_UPSTREAM_SHIM  upstream's shim of the same line, our delegate (default:
+//	                   containerd-shim-runc-v2 next to E2E_CONTAINERD)
 //	E2E_BUSYBOX        static busybox (default: busybox on PATH)
 //	E2E_OUT            directory of the side-by-side table (default tests/out)
 //	E2E_ONLY           "ours" or "upstream": run one shim only (development aid;

@@ -73,7 +73,7 @@ func setUp() error {
 			fmt.Fprintf(os.Stderr, "*** E2E_ONLY=%s: the %s shim is NOT tested in this run\n", only, s.name)
 			continue
 		}
-		if err := harness.CheckBinaries(harness.Binary{What: s.name + " shim", Path: s.binary, Hint: "run `make build upstream`"}); err != nil {
+		if err := harness.CheckBinaries(harness.Binary{What: s.name + " shim", Path: s.binary, Hint: "run `make build daemons`"}); err != nil {
 			return err
 		}
 		shims = append(shims, s)

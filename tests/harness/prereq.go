@@ -110,7 +110,9 @@ func staticBinary(p string) error {
 //
 //	E2E_CONTAINERD     containerd binary (default /usr/bin/containerd)
 //	E2E_SHIM           our shim (default bin/containerd-shim-runc-v2-robust)
-//	E2E_UPSTREAM_SHIM  upstream's shim (default bin/upstream/containerd-shim-runc-v2)
+//	E2E_UPSTREAM_SHIM  upstream's shim of the same containerd line, also our
+//	                   delegate (default: containerd-shim-runc-v2 next to
+//	                   the containerd binary, as every containerd installs it)
 //	E2E_BUSYBOX        static busybox (default: busybox on PATH)
 type E2EEnv struct {
 	RepoRoot   string // two levels above the working directory, tests/NAME
@@ -142,7 +144,7 @@ func FindE2EEnv(tools ...string) (E2EEnv, error) {
 		return E2EEnv{}, err
 	}
 	env.Ours = EnvOr("E2E_SHIM", filepath.Join(root, "bin/containerd-shim-runc-v2-robust"))
-	env.Upstream = EnvOr("E2E_UPSTREAM_SHIM", filepath.Join(root, "bin/upstream/containerd-shim-runc-v2"))
+	env.Upstream = EnvOr("E2E_UPSTREAM_SHIM", filepath.Join(filepath.Dir(env.Containerd), "containerd-shim-runc-v2"))
 	return env, nil
 }
 

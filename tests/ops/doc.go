@@ -7,7 +7,8 @@
 //
 //	E2E_CONTAINERD     containerd binary (default /usr/bin/containerd)
 //	E2E_SHIM           our shim (default bin/containerd-shim-runc-v2-robust)
-//	E2E_UPSTREAM_SHIM  upstream's shim (default bin/upstream/containerd-shim-runc-v2)
+//	E2E_UPSTREAM_SHIM  upstream's shim of the same line, our delegate (default:
+//	                   containerd-shim-runc-v2 next to E2E_CONTAINERD)
 //	E2E_BUSYBOX        static busybox (default: busybox on PATH)
 //
 // The suite never skips: when it cannot run (not root, a binary missing, the

@@ -15,7 +15,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
-	"github.com/shimrobust/containerd-shim-runc-v2-robust/shim"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/cli"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/ops"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/tests/harness"
 )
 
@@ -81,7 +82,7 @@ func run(t *testing.T, dir string, env []string, args ...string) result {
 	for _, e := range os.Environ() {
 		k, _, _ := strings.Cut(e, "=")
 		switch k {
-		case "PATH", "TTRPC_ADDRESS", "GRPC_ADDRESS", "NAMESPACE", shim.EnvMetricsDir, shim.EnvStateDir:
+		case "PATH", "TTRPC_ADDRESS", "GRPC_ADDRESS", "NAMESPACE", ops.EnvMetricsDir, cli.EnvStateDir:
 			continue
 		}
 		cmd.Env = append(cmd.Env, e)
@@ -128,7 +129,7 @@ func mountsUnder(t *testing.T, dir string) []string {
 // parseMetrics parses a textfile-collector file with Prometheus's parser.
 func parseMetrics(t *testing.T, dir string) map[string]*dto.MetricFamily {
 	t.Helper()
-	f, err := os.Open(filepath.Join(dir, shim.MetricsFile))
+	f, err := os.Open(filepath.Join(dir, ops.MetricsFile))
 	if err != nil {
 		t.Fatalf("metrics file: %v", err)
 	}

@@ -8,7 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shimrobust/containerd-shim-runc-v2-robust/shim"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/cli"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/ops"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/tests/harness"
 )
 
@@ -57,7 +58,7 @@ func setUp() error {
 	}
 	repoRoot, containerd, busybox, ours, upstream = env.RepoRoot, env.Containerd, env.Busybox, env.Ours, env.Upstream
 	for _, b := range []string{ours, upstream} {
-		if err := harness.CheckBinaries(harness.Binary{What: "shim", Path: b, Hint: "run `make build upstream`"}); err != nil {
+		if err := harness.CheckBinaries(harness.Binary{What: "shim", Path: b, Hint: "run `make build daemons`"}); err != nil {
 			return err
 		}
 	}
@@ -68,8 +69,8 @@ func setUp() error {
 	if containerdMetrics, err = os.MkdirTemp("", "ops-containerd-metrics-"); err != nil {
 		return err
 	}
-	os.Unsetenv(shim.EnvStateDir)
-	os.Setenv(shim.EnvMetricsDir, containerdMetrics)
+	os.Unsetenv(cli.EnvStateDir)
+	os.Setenv(ops.EnvMetricsDir, containerdMetrics)
 	d, err := harness.NewDaemon(harness.DaemonConfig{
 		Binary: containerd,
 		Shims:  map[string]string{harness.RuntimeUpstream: upstream, harness.RuntimeRobust: ours},

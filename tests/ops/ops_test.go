@@ -12,7 +12,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/shimrobust/containerd-shim-runc-v2-robust/shim"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/cli"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/deletion"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/ops"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/tests/harness"
 )
 
@@ -106,14 +108,14 @@ func TestNodeSweep(t *testing.T) {
 	}
 	ctx := context.Background()
 	metrics := t.TempDir()
-	env := []string{shim.EnvMetricsDir + "=" + metrics}
+	env := []string{ops.EnvMetricsDir + "=" + metrics}
 	live := byName["live"].c
 	liveBefore := live.Residue(ctx, false).String()
 
 	t.Run("delete by hand refuses a live shim", func(t *testing.T) {
 		r := run(t, "/", env, "-namespace", nsA, "-id", "live", "delete", "--state-dir", stateDir())
-		if r.code != shim.ExitRefused {
-			t.Errorf("exit %d, want %d (refused)", r.code, shim.ExitRefused)
+		if r.code != cli.ExitRefused {
+			t.Errorf("exit %d, want %d (refused)", r.code, cli.ExitRefused)
 		}
 		if !strings.Contains(r.stderr, "REFUSED: the shim is alive") || !strings.Contains(r.stderr, "accepts connections") || !strings.Contains(r.stderr, "-force") {
 			t.Errorf("stderr does not say the shim is alive and how to force:\n%s", r.stderr)
@@ -131,7 +133,7 @@ func TestNodeSweep(t *testing.T) {
 		// empty state directory, the live task's runc state and cgroups
 		// have no task directory, but its init is a shim's child.
 		r := run(t, "/", env, "gc", "--state-dir", t.TempDir(), "--namespace", nsA, "--dry-run", "--format", "json")
-		var g shim.GCReport
+		var g ops.GCReport
 		if err := json.Unmarshal([]byte(r.stdout), &g); err != nil {
 			t.Fatalf("stdout is not the JSON report: %v\n%s", err, r.stdout)
 		}
@@ -140,7 +142,7 @@ func TestNodeSweep(t *testing.T) {
 			if res.ID == "live" {
 				t.Errorf("the live task is reported as residue: %+v", res)
 			}
-			if res.Kind == shim.ResidueRuncState {
+			if res.Kind == ops.ResidueRuncState {
 				dead[res.ID] = true
 			}
 		}
@@ -157,15 +159,15 @@ func TestNodeSweep(t *testing.T) {
 			before[n.name] = n.c.Residue(ctx, false).String()
 		}
 		r := run(t, "/", env, "gc", "--state-dir", stateDir(), "--older-than", "0s", "--dry-run")
-		if r.code != shim.ExitOK || !strings.Contains(r.stdout, "dry run: nothing changed") {
+		if r.code != cli.ExitOK || !strings.Contains(r.stdout, "dry run: nothing changed") {
 			t.Errorf("text dry run: exit %d, stdout:\n%s", r.code, r.stdout)
 		}
 		t.Logf("text report:\n%s", r.stdout)
 		r = run(t, "/", env, "gc", "--state-dir", stateDir(), "--older-than", "0s", "--dry-run", "--format", "json")
-		if r.code != shim.ExitOK {
+		if r.code != cli.ExitOK {
 			t.Errorf("exit %d", r.code)
 		}
-		var g shim.GCReport
+		var g ops.GCReport
 		if err := json.Unmarshal([]byte(r.stdout), &g); err != nil {
 			t.Fatalf("stdout is not the JSON report: %v\n%s", err, r.stdout)
 		}
@@ -181,11 +183,11 @@ func TestNodeSweep(t *testing.T) {
 					t.Errorf("ghost has no task directory, yet gc lists it: %+v", tk)
 				}
 			case n.keepsShim:
-				if tk.Status != shim.GCLive || tk.Action != shim.GCLeft {
+				if tk.Status != ops.GCLive || tk.Action != ops.GCLeft {
 					t.Errorf("%s: %+v, want live and left", n.name, tk)
 				}
 			default:
-				if tk.Status != shim.GCOrphan || tk.Action != shim.GCWouldDelete || !strings.Contains(tk.Why, "shim dead") || tk.Delete != nil {
+				if tk.Status != ops.GCOrphan || tk.Action != ops.GCWouldDelete || !strings.Contains(tk.Why, "shim dead") || tk.Delete != nil {
 					t.Errorf("%s: %+v, want an orphan it would delete, and why", n.name, tk)
 				}
 			}
@@ -200,19 +202,19 @@ func TestNodeSweep(t *testing.T) {
 	t.Run("delete by hand from another directory finds the task", func(t *testing.T) {
 		c := byName["by-hand"].c
 		r := run(t, "/", env, "-namespace", nsB, "-id", "by-hand", "--state-dir", stateDir(), "--format", "json", "delete")
-		if r.code != shim.ExitOK {
+		if r.code != cli.ExitOK {
 			t.Errorf("exit %d", r.code)
 		}
-		var rec shim.DeleteRecord
+		var rec ops.DeleteRecord
 		if err := json.Unmarshal([]byte(r.stdout), &rec); err != nil {
 			t.Fatalf("stdout is not one JSON record: %v\n%q", err, r.stdout)
 		}
 		t.Logf("delete: %s in %.3fs: %s", rec.Result, rec.DurationSeconds, stepTimes(rec))
-		if rec.Result != shim.ResultDeleted || rec.Bundle != c.Bundle || rec.Trigger != shim.TriggerManual || rec.Pid != c.Init.Pid || len(rec.Steps) != 6 || len(rec.Left) != 0 {
+		if rec.Result != ops.ResultDeleted || rec.Bundle != c.Bundle || rec.Trigger != ops.TriggerManual || rec.Pid != c.Init.Pid || len(rec.Steps) != 6 || len(rec.Left) != 0 {
 			t.Errorf("record: %+v", rec)
 		}
 		for _, s := range rec.Steps {
-			if s.Outcome == shim.OutcomeFailed || s.DurationSeconds <= 0 {
+			if s.Outcome == deletion.OutcomeFailed || s.DurationSeconds <= 0 {
 				t.Errorf("step %+v", s)
 			}
 		}
@@ -221,10 +223,10 @@ func TestNodeSweep(t *testing.T) {
 		}
 	})
 
-	var sweep shim.GCReport
+	var sweep ops.GCReport
 	t.Run("one gc cleans the orphans", func(t *testing.T) {
 		r := run(t, "/", env, "gc", "--state-dir", stateDir(), "--older-than", "0s", "--format", "json")
-		if r.code != shim.ExitOK {
+		if r.code != cli.ExitOK {
 			t.Errorf("exit %d, want 0", r.code)
 		}
 		if err := json.Unmarshal([]byte(r.stdout), &sweep); err != nil {
@@ -237,14 +239,14 @@ func TestNodeSweep(t *testing.T) {
 				continue
 			}
 			tk := tasks[n.ns+"/"+n.name]
-			if tk.Action != shim.GCDeleted || tk.Delete == nil || tk.Delete.Result != shim.ResultDeleted || tk.Delete.Trigger != shim.TriggerGC {
+			if tk.Action != ops.GCDeleted || tk.Delete == nil || tk.Delete.Result != ops.ResultDeleted || tk.Delete.Trigger != ops.TriggerGC {
 				t.Errorf("%s: %+v (delete %+v)", n.name, tk, tk.Delete)
 			}
 			if res := n.c.WaitClean(ctx, settle, false); len(res) > 0 {
 				t.Errorf("%s: left behind:\n%s", n.name, res)
 			}
 		}
-		if tk := tasks[nsA+"/live"]; tk.Status != shim.GCLive || tk.Action != shim.GCLeft {
+		if tk := tasks[nsA+"/live"]; tk.Status != ops.GCLive || tk.Action != ops.GCLeft {
 			t.Errorf("live: %+v", tk)
 		}
 		if after := live.Residue(ctx, false).String(); after != liveBefore || !live.Shim.Alive() {
@@ -254,17 +256,17 @@ func TestNodeSweep(t *testing.T) {
 
 	t.Run("residue outside task directories is reported, not touched", func(t *testing.T) {
 		ghost := byName["ghost"].c
-		found := map[string]shim.GCResidue{}
+		found := map[string]ops.GCResidue{}
 		for _, r := range sweep.Residue {
 			if r.Namespace == nsB && r.ID == "ghost" {
 				found[r.Kind] = r
 			}
 		}
-		if r, ok := found[shim.ResidueRuncState]; !ok || r.Paths[0] != ghost.RuncState {
+		if r, ok := found[ops.ResidueRuncState]; !ok || r.Paths[0] != ghost.RuncState {
 			t.Errorf("runc state of ghost not reported: %+v", sweep.Residue)
 		}
-		if r, ok := found[shim.ResidueCgroup]; !ok || len(r.Paths) != len(ghost.Cgroups) {
-			t.Errorf("cgroups of ghost not reported (want %d directories): %+v", len(ghost.Cgroups), found[shim.ResidueCgroup])
+		if r, ok := found[ops.ResidueCgroup]; !ok || len(r.Paths) != len(ghost.Cgroups) {
+			t.Errorf("cgroups of ghost not reported (want %d directories): %+v", len(ghost.Cgroups), found[ops.ResidueCgroup])
 		}
 		res := ghost.Residue(ctx, false)
 		if len(res.Of(harness.KindRuncState)) != 1 || len(res.Of(harness.KindCgroup)) != len(ghost.Cgroups) || len(res.Of(harness.KindProcess)) != len(ghost.Procs) {
@@ -311,7 +313,7 @@ func TestNodeSweep(t *testing.T) {
 		// only in the task directory, and stay.
 		ghost := byName["ghost"].c
 		r := run(t, "/", env, "-namespace", nsB, "-id", "ghost", "--state-dir", stateDir(), "delete")
-		if r.code != shim.ExitOK {
+		if r.code != cli.ExitOK {
 			t.Errorf("exit %d", r.code)
 		}
 		res := ghost.WaitClean(ctx, settle, false)
@@ -370,14 +372,14 @@ func TestContainerdRunsOurDelete(t *testing.T) {
 		{name: "containerd_shim_robust_deletes_total", labels: []string{"trigger", "manual", "result", "deleted"}, want: 0},
 		{name: "containerd_shim_robust_delete_duration_seconds", want: 1},
 	})
-	if _, err := os.Stat(filepath.Join(containerdMetrics, shim.MetricsFile)); err != nil {
+	if _, err := os.Stat(filepath.Join(containerdMetrics, ops.MetricsFile)); err != nil {
 		t.Error(err)
 	}
 }
 
 // tasksOf indexes a gc report's tasks by namespace/id.
-func tasksOf(g *shim.GCReport) map[string]shim.GCTask {
-	out := map[string]shim.GCTask{}
+func tasksOf(g *ops.GCReport) map[string]ops.GCTask {
+	out := map[string]ops.GCTask{}
 	for _, tk := range g.Tasks {
 		out[tk.Namespace+"/"+tk.ID] = tk
 	}
@@ -385,7 +387,7 @@ func tasksOf(g *shim.GCReport) map[string]shim.GCTask {
 }
 
 // stepTimes lists a delete's steps with their durations.
-func stepTimes(rec shim.DeleteRecord) string {
+func stepTimes(rec ops.DeleteRecord) string {
 	var parts []string
 	for _, s := range rec.Steps {
 		parts = append(parts, fmt.Sprintf("%s %s %.3fs", s.Step, s.Outcome, s.DurationSeconds))
@@ -394,7 +396,7 @@ func stepTimes(rec shim.DeleteRecord) string {
 }
 
 // logDeletes logs every delete of a gc report with its step durations.
-func logDeletes(t *testing.T, g *shim.GCReport) {
+func logDeletes(t *testing.T, g *ops.GCReport) {
 	t.Helper()
 	t.Logf("gc took %.3fs", g.DurationSeconds)
 	for _, tk := range g.Tasks {

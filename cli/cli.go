@@ -1,0 +1,307 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/bundle"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/delegate"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/deletion"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/liveness"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/ops"
+)
+
+// EnvStateDir names containerd's runtime v2 task state directory for a
+// delete by hand without -bundle and for gc, when --state-dir is not given.
+// Unset or empty: ops.DefaultStateDir.
+const EnvStateDir = "CONTAINERD_SHIM_ROBUST_STATE_DIR"
+
+// ttrpcAddressEnv is set by containerd for every shim command it runs.
+const ttrpcAddressEnv = "TTRPC_ADDRESS"
+
+// Our flags on the delete command line, next to the shim framework's.
+const (
+	flagStateDir = "state-dir"
+	flagFormat   = "format"
+	flagForce    = "force"
+)
+
+// Report formats.
+const (
+	formatText = "text"
+	formatJSON = "json"
+)
+
+// Exit statuses of `delete` run by hand and of `gc`. containerd's `delete`
+// keeps the framework's: 0, or 1 with "name: error" on stderr.
+const (
+	// ExitOK: delete: the container is gone (something outside the task
+	// directory may be left: see the report); gc: every delete it ran
+	// ended in ResultDeleted.
+	ExitOK = 0
+	// ExitFailed: delete: the task directory was left in place (a mount or
+	// a container process would not go), or could not be opened; gc: a
+	// delete did not end in ResultDeleted, or the state directory could
+	// not be read.
+	ExitFailed = 1
+	// ExitUsage: bad flags, or an invalid namespace or id: nothing touched.
+	ExitUsage = 2
+	// ExitRefused: delete by hand: the task's shim is alive and -force was
+	// not given: nothing touched.
+	ExitRefused = 3
+)
+
+// deleteFlags are our flags of the delete command.
+type deleteFlags struct {
+	stateDir string
+	format   string
+	force    bool
+}
+
+// register defines the flags on fs.
+func (f *deleteFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.stateDir, flagStateDir, "", "delete without -bundle from outside the task directory: containerd's task state directory, the task is <dir>/<namespace>/<id> (default $"+EnvStateDir+", else "+ops.DefaultStateDir+")")
+	fs.StringVar(&f.format, flagFormat, formatText, "report format, text or json; by hand, json replaces the DeleteResponse on stdout; for containerd (-address), the report is on stderr either way")
+	fs.BoolVar(&f.force, flagForce, false, "delete by hand even when the task's shim is alive (its container is killed under it)")
+}
+
+// resolveStateDir is the flag's value, else $EnvStateDir, else
+// ops.DefaultStateDir.
+func resolveStateDir(flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if v := os.Getenv(EnvStateDir); v != "" {
+		return v
+	}
+	return ops.DefaultStateDir
+}
+
+// commandLine is the shim's command line: the flags of upstream's shim
+// framework (pkg/shim parseFlags in containerd 2.x, runtime/v2/shim in
+// 1.6/1.7), ours, and the action.
+type commandLine struct {
+	namespace, id, bundle, address, socket, debugSocket, publishBinary string
+	debug, version, info                                               bool
+	deleteFlags
+
+	action string
+	// args is the command line with the action moved after every flag,
+	// which is where Go's flag package stops reading flags.
+	args []string
+}
+
+// parseCommandLine parses args (without the program name) as the shim
+// framework does, and also accepts flags after the action ("delete
+// --format json"), which args then lists before it. An error means the
+// framework should see args unchanged (it will report them itself).
+func parseCommandLine(args []string) (*commandLine, error) {
+	cl := &commandLine{}
+	fs := flag.NewFlagSet("containerd-shim-runc-v2-robust", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.BoolVar(&cl.debug, "debug", false, "")
+	fs.BoolVar(&cl.version, "v", false, "")
+	fs.BoolVar(&cl.version, "version", false, "")
+	fs.BoolVar(&cl.info, "info", false, "")
+	fs.StringVar(&cl.debugSocket, "debug-socket", "", "")
+	fs.StringVar(&cl.namespace, "namespace", "", "")
+	fs.StringVar(&cl.id, "id", "", "")
+	fs.StringVar(&cl.socket, "socket", "", "")
+	fs.StringVar(&cl.bundle, "bundle", "", "")
+	fs.StringVar(&cl.address, "address", "", "")
+	fs.StringVar(&cl.publishBinary, "publish-binary", "", "")
+	cl.deleteFlags.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	cl.args = args
+	rest := fs.Args()
+	if len(rest) == 0 {
+		return cl, nil
+	}
+	cl.action = rest[0]
+	before, after := args[:len(args)-len(rest)], rest[1:]
+	if len(after) == 0 {
+		return cl, nil
+	}
+	for _, a := range before {
+		if a == "--" {
+			return cl, nil // everything after "--" is positional: leave it
+		}
+	}
+	if err := fs.Parse(after); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q after %q", fs.Arg(0), cl.action)
+	}
+	cl.args = append(append(append([]string{}, before...), after...), cl.action)
+	return cl, nil
+}
+
+// byContainerd reports whether containerd runs the command: it always
+// passes -address and sets TTRPC_ADDRESS.
+func (cl *commandLine) byContainerd() bool {
+	return cl.address != "" || os.Getenv(ttrpcAddressEnv) != ""
+}
+
+func checkFormat(f string) error {
+	if f != formatText && f != formatJSON {
+		return fmt.Errorf("--%s %q: want %s or %s", flagFormat, f, formatText, formatJSON)
+	}
+	return nil
+}
+
+// usage is the top-level help (-h).
+func usage(w io.Writer) {
+	fmt.Fprintf(w, `Usage:
+  %[1]s -namespace NS -id ID [-bundle DIR] [--state-dir DIR] [--force] [--format text|json] delete
+      delete a task whose shim is dead (containerd runs this; so can you, from any directory)
+  %[1]s gc [--state-dir DIR] [--older-than DURATION] [--dry-run] [--format text|json]
+      delete every orphaned runc v2 task (see "%[1]s gc -h")
+  %[1]s -v
+      this binary's version and its delegate's
+
+Every other command (start, -info, and the task service that start runs) is
+executed by upstream's runc shim, the delegate: $%[2]s (an absolute
+path), else %[3]s next to this binary, else on $PATH.
+
+Flags of delete:
+`, Name, delegate.EnvDelegate, delegate.BinaryName)
+	fs := flag.NewFlagSet(Name, flag.ContinueOnError)
+	fs.SetOutput(w)
+	(&deleteFlags{}).register(fs)
+	fs.PrintDefaults()
+}
+
+// runManualDelete is `delete` run by hand (no -address, no TTRPC_ADDRESS).
+// It refuses a task whose shim is alive unless -force; it prints the
+// report (text on stderr, or JSON on stdout in place of the
+// DeleteResponse) and records the metrics.
+func runManualDelete(ctx context.Context, cl *commandLine, stdout, stderr io.Writer) int {
+	if err := checkFormat(cl.format); err != nil {
+		fmt.Fprintf(stderr, "delete: %v\n", err)
+		return ExitUsage
+	}
+	if cl.namespace == "" || cl.id == "" {
+		fmt.Fprintln(stderr, "delete: -namespace and -id are required")
+		return ExitUsage
+	}
+	req := deletion.Request{Namespace: cl.namespace, ID: cl.id, Bundle: cl.bundle, StateDir: resolveStateDir(cl.stateDir)}
+	metrics := ops.MetricsFromEnv()
+	emit := func(rec ops.DeleteRecord) {
+		if cl.format == formatJSON {
+			_, _ = stdout.Write(rec.JSON())
+		} else {
+			fmt.Fprint(stderr, rec.Text())
+		}
+		if err := metrics.RecordDelete(rec); err != nil {
+			fmt.Fprintf(stderr, "robust delete %s/%s: %v\n", req.Namespace, req.ID, err)
+		}
+	}
+
+	if path, err := req.TaskDir(); err == nil && !cl.force {
+		if st := probeTask(path, req.Namespace, req.ID); st.Alive {
+			err := fmt.Errorf("the task's shim is alive (%s): delete the task through containerd (ctr -n %s task delete --force %s), or pass -force to kill the container and remove its task directory under the live shim", st.Why, req.Namespace, req.ID)
+			rec := ops.NewDeleteRecord(nil, err, ops.ResultRefused, ops.TriggerManual)
+			rec.Namespace, rec.ID, rec.Bundle, rec.ExitedAt = req.Namespace, req.ID, path, time.Now()
+			emit(rec)
+			return ExitRefused
+		}
+	}
+
+	rep, err := deletion.Delete(ctx, req)
+	emit(ops.NewDeleteRecord(rep, err, "", ops.TriggerManual))
+	switch {
+	case errors.Is(err, bundle.ErrInvalid):
+		return ExitUsage
+	case err != nil:
+		return ExitFailed
+	}
+	if cl.format == formatText {
+		// What containerd would read; `> /dev/null` when run by hand.
+		_, _ = stdout.Write(rep.Response().Marshal())
+	}
+	return ExitOK
+}
+
+// probeTask loads the task directory read-only and probes its shim.
+func probeTask(path, ns, id string) liveness.State {
+	b, err := bundle.Load(path, ns, id)
+	if err != nil {
+		return liveness.State{Why: err.Error()}
+	}
+	return liveness.NewProber().Probe(b)
+}
+
+// RunGC is the `gc` command: args are its flags (after the word "gc"). It
+// prints the report on stdout (text, or JSON with --format json) and
+// returns the exit status (ExitOK, ExitFailed, ExitUsage).
+func RunGC(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("gc", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var opts ops.GCOptions
+	var stateDir, format string
+	fs.StringVar(&stateDir, flagStateDir, "", "containerd's runtime v2 task state directory (default $"+EnvStateDir+", else "+ops.DefaultStateDir+")")
+	fs.StringVar(&opts.RuncRoot, "runc-root", bundle.DefaultRuncRoot, "runc's root, scanned for residue (besides the roots named by the tasks' options.json)")
+	fs.DurationVar(&opts.OlderThan, "older-than", ops.DefaultOlderThan, "only orphans whose task directory is older than this (by its mtime)")
+	fs.BoolVar(&opts.DryRun, "dry-run", false, "list what would be deleted and why; change nothing")
+	fs.StringVar(&opts.Namespace, "namespace", "", "only this namespace (default: every namespace)")
+	fs.StringVar(&format, flagFormat, formatText, "report format: text or json")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, `Usage: %s gc [flags]
+
+Deletes every orphaned runc v2 task (shim dead, task directory older than
+--older-than) under the state directory, in every namespace, with the same
+delete containerd runs; never touches a task whose shim answers. Reports
+residue outside task directories (runc state, cgroups) without deleting it.
+Exit status: 0 all deleted, 1 a delete failed or left something, 2 usage.
+
+Flags:
+`, filepath.Base(os.Args[0]))
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return ExitOK
+		}
+		return ExitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "gc: unexpected argument %q\n", fs.Arg(0))
+		return ExitUsage
+	}
+	if err := checkFormat(format); err != nil {
+		fmt.Fprintf(stderr, "gc: %v\n", err)
+		return ExitUsage
+	}
+	if opts.Namespace != "" {
+		if err := bundle.ValidateNamespace(opts.Namespace); err != nil {
+			fmt.Fprintf(stderr, "gc: %v\n", err)
+			return ExitUsage
+		}
+	}
+	if opts.OlderThan < 0 {
+		fmt.Fprintln(stderr, "gc: --older-than must not be negative")
+		return ExitUsage
+	}
+	opts.StateDir = resolveStateDir(stateDir)
+	opts.Metrics = ops.MetricsFromEnv()
+
+	g := ops.GC(ctx, opts)
+	if format == formatJSON {
+		_, _ = stdout.Write(g.JSON())
+	} else {
+		fmt.Fprint(stdout, g.Text())
+	}
+	if g.Failed() {
+		return ExitFailed
+	}
+	return ExitOK
+}

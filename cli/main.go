@@ -1,0 +1,160 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/delegate"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/deletion"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/ops"
+)
+
+// Name is this binary's name in messages and in `-v`.
+const Name = "containerd-shim-runc-v2-robust"
+
+// Version is this binary's version, set at build time with
+// -ldflags "-X github.com/shimrobust/containerd-shim-runc-v2-robust/cli.Version=..."
+// (the Makefile sets `git describe`); else the module version Go recorded.
+var Version = ""
+
+// deleteGCPercent is the GC setting for the short-lived delete command: it
+// lives for milliseconds and allocates little.
+const deleteGCPercent = 400
+
+// Main runs the binary and does not return. It routes the command line:
+//
+//   - "gc ..." (first argument): RunGC, the sweep of orphaned tasks;
+//   - "... delete": the delete path (package deletion), as containerd runs
+//     it (-address or $TTRPC_ADDRESS: the DeleteResponse on stdout, the
+//     short report on stderr, never refused) or by hand (a live shim is
+//     refused unless -force; --format json puts the JSON record on stdout);
+//   - "-v" / "-version": our version and the delegate's;
+//   - "-h": our usage;
+//   - anything else (start, -info, the serving shim that start spawns):
+//     upstream's runc shim, by execve (package delegate), with the same
+//     arguments, stdin, environment and working directory. When no
+//     delegate is found it prints one line naming where it looked and
+//     exits 1.
+//
+// Flags given after the action ("delete --format json") are accepted.
+func Main() {
+	args := os.Args[1:]
+	if len(args) > 0 && args[0] == "gc" {
+		ctx, stop := signal.NotifyContext(context.Background(), unix.SIGINT, unix.SIGTERM)
+		code := RunGC(ctx, args[1:], os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
+	cl, err := parseCommandLine(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		usage(os.Stdout)
+		os.Exit(ExitOK)
+	case err == nil && cl.action == "delete":
+		debug.SetGCPercent(deleteGCPercent)
+		if cl.byContainerd() {
+			os.Exit(runContainerdDelete(context.Background(), cl, os.Stdout, os.Stderr))
+		}
+		os.Exit(runManualDelete(context.Background(), cl, os.Stdout, os.Stderr))
+	case err == nil && cl.action == "gc":
+		fmt.Fprintln(os.Stderr, "gc takes its flags after the word gc: "+Name+" gc [flags]")
+		os.Exit(ExitUsage)
+	case err == nil && cl.version:
+		os.Exit(printVersion(os.Stdout, os.Stderr))
+	case err != nil && len(args) > 0 && args[len(args)-1] == "delete":
+		// Never hand a delete to upstream: it is ours, also when a newer
+		// containerd passes a flag we do not know.
+		fmt.Fprintf(os.Stderr, "%s: delete: %v\n", Name, err)
+		os.Exit(ExitUsage)
+	}
+	path, err := delegate.Find()
+	if err == nil {
+		err = delegate.Exec(path, args)
+	}
+	fmt.Fprintf(os.Stderr, "%s: %v\n", Name, err)
+	os.Exit(ExitFailed)
+}
+
+// version is Version, else the main module's version from the build info.
+func version() string {
+	if Version != "" {
+		return Version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "unknown"
+}
+
+// printVersion prints our version, then the delegate's own `-v` output
+// (or why there is none). It returns the exit status.
+func printVersion(stdout, stderr io.Writer) int {
+	fmt.Fprintf(stdout, "%s:\n  Version: %s\n  Delete path and gc: ours; every other command: the delegate below\n", Name, version())
+	path, err := delegate.Find()
+	if err != nil {
+		fmt.Fprintf(stdout, "delegate: none: %v\n", err)
+		return ExitFailed
+	}
+	fmt.Fprintf(stdout, "delegate: %s\n", path)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, path, "-v").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(stdout, "  %s -v: %v\n", filepath.Base(path), err)
+		return ExitFailed
+	}
+	for _, l := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+		fmt.Fprintf(stdout, "  %s\n", l)
+	}
+	return ExitOK
+}
+
+// runContainerdDelete is `delete` as containerd runs it: it runs the delete
+// path, prints the short report (or the JSON record with -format json) to
+// stderr, records the metrics ($EnvMetricsDir) and writes the
+// DeleteResponse to stdout. It never refuses a live shim: containerd runs
+// delete only for shims it found dead. It exits 1, with "name: error" on
+// stderr as upstream's shim framework does (containerd then leaves the
+// bundle alone, 1.x; 2.x removes it anyway, which deletion's guard stops
+// before a mount), only when the request is invalid or something under the
+// bundle could not be made safe.
+func runContainerdDelete(ctx context.Context, cl *commandLine, stdout, stderr io.Writer) int {
+	if err := checkFormat(cl.format); err != nil {
+		fmt.Fprintf(stderr, "%s: %v", Name, err)
+		return ExitFailed
+	}
+	req := deletion.Request{Namespace: cl.namespace, ID: cl.id, Bundle: cl.bundle, StateDir: resolveStateDir(cl.stateDir)}
+	rep, err := deletion.Delete(ctx, req)
+	rec := ops.NewDeleteRecord(rep, err, "", ops.TriggerContainerd)
+	if rep != nil {
+		if cl.format == formatJSON {
+			_, _ = stderr.Write(rec.JSON())
+		} else {
+			fmt.Fprint(stderr, rep.Text())
+		}
+	}
+	if merr := ops.MetricsFromEnv().RecordDelete(rec); merr != nil {
+		fmt.Fprintf(stderr, "robust delete %s/%s: %v\n", req.Namespace, req.ID, merr)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %s", Name, err)
+		return ExitFailed
+	}
+	if _, err := stdout.Write(rep.Response().Marshal()); err != nil {
+		fmt.Fprintf(stderr, "%s: %s", Name, err)
+		return ExitFailed
+	}
+	return ExitOK
+}

@@ -1,0 +1,549 @@
+package deletion
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/bundle"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/cgroups"
+)
+
+// DefaultTimeout bounds a whole delete. containerd gives the delete command
+// 5 s (io.containerd.timeout.shim.cleanup); we finish, or give up on a step,
+// well inside it.
+const DefaultTimeout = 4 * time.Second
+
+// ErrUnsafe is wrapped by Delete's error when something under the bundle
+// could not be made safe to delete: a mount that would not go away, or a
+// proven container process that survived. Nothing under the bundle was
+// removed then.
+var ErrUnsafe = errors.New("task directory left in place")
+
+// Request names the task to delete.
+type Request struct {
+	Namespace string
+	ID        string
+	// Bundle is the task directory; "" means the working directory, or
+	// the task's directory under StateDir (see TaskDir).
+	Bundle string
+	// StateDir is containerd's runtime v2 task state directory (e.g.
+	// DefaultStateDir), where the task directory is <StateDir>/<ns>/<id>.
+	// It is used only when Bundle is "" and the working directory is not
+	// the task directory; "" means it is not used.
+	StateDir string
+	// Timeout bounds the whole delete; 0 means DefaultTimeout.
+	Timeout time.Duration
+}
+
+// TaskDir returns the task directory Delete resolves for r, after
+// validating the namespace and id (nothing else is checked, nothing is
+// touched): Bundle when set; else the working directory when its base name
+// is the id (containerd runs `delete` there); else
+// <StateDir>/<Namespace>/<ID> when StateDir is set (by hand, from anywhere);
+// else the working directory, which Delete then refuses. A working
+// directory that cannot be read (it was removed) counts as not the task
+// directory. A relative Bundle or StateDir is made absolute.
+func (r Request) TaskDir() (string, error) {
+	if err := bundle.ValidateNamespace(r.Namespace); err != nil {
+		return "", err
+	}
+	if err := bundle.ValidateID(r.ID); err != nil {
+		return "", err
+	}
+	if r.Bundle != "" {
+		return filepath.Abs(r.Bundle)
+	}
+	cwd, err := os.Getwd()
+	if err == nil && filepath.Base(cwd) == r.ID {
+		return cwd, nil
+	}
+	if r.StateDir != "" {
+		return filepath.Abs(filepath.Join(r.StateDir, r.Namespace, r.ID))
+	}
+	if err != nil {
+		return "", fmt.Errorf("no -bundle, no state directory and no working directory: %w", err)
+	}
+	return cwd, nil
+}
+
+// Delete is the delete path. It runs the steps below in order, each
+// best-effort and idempotent, and returns the report of what each did and
+// could not do. It returns an error only when the request itself is invalid
+// (nothing is touched then) or when ErrUnsafe applies.
+//
+//  1. resolve  – the task directory (Request.TaskDir): Request.Bundle, else
+//     the working directory, else <StateDir>/<ns>/<id>; its base name must
+//     be the id. Locked against a concurrent delete of the same task.
+//  2. load     – every file of it and runc's state, best-effort (package bundle).
+//  3. kill     – every process proven to be the container's (verified init
+//     via pidfd, and the cgroups); wait until gone.
+//  4. release  – the cgroups in every hierarchy and, at the same time, the
+//     runtime's own `delete --force` when its binary and state exist (it
+//     finds a stopped container: no polling, and its poststop hooks run);
+//     then runc's state directory if the runtime did not remove it.
+//  5. unmount  – everything under the task directory, deepest first.
+//     Steps 5 and 6 run beside step 4 when the runtime's delete cannot read
+//     the task directory (no poststop hooks, or nothing for it to delete).
+//  6. remove   – the task directory and its work directory, never through a
+//     mount point; the dead shim's socket.
+//  7. respond  – Report.Response is the DeleteResponse containerd expects
+//     (response.go): the exit recorded in exit.json (containerd 2.4), else
+//     ExitStatusKilled and the time of the delete.
+func Delete(ctx context.Context, req Request) (*Report, error) {
+	start := time.Now()
+	timeout := req.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	d := &deletion{req: req, rep: &Report{Namespace: req.Namespace, ID: req.ID, ExitStatus: ExitStatusKilled, ExitedAt: time.Now()}}
+	defer func() { d.rep.Duration = time.Since(start) }()
+
+	unlock, err := d.resolve()
+	if err != nil {
+		return d.rep, err
+	}
+	defer unlock()
+
+	d.run(ctx, StepLoad, d.load)
+	d.run(ctx, StepKill, d.kill)
+	if d.runtimeReadsBundle() {
+		d.run(ctx, StepRelease, d.release)
+		d.run(ctx, StepUnmount, d.unmount)
+		d.run(ctx, StepRemove, d.remove)
+	} else {
+		// Nothing the runtime's delete runs reads the task directory:
+		// release side by side with taking the task directory apart.
+		d.sideBySide = true
+		d.runSideBySide(ctx,
+			[]namedStep{{StepRelease, d.release}},
+			[]namedStep{{StepUnmount, d.unmount}, {StepRemove, d.remove}})
+	}
+	return d.rep, d.unsafe()
+}
+
+// Names of the delete path's steps, as they appear in the report.
+const (
+	StepResolve = "resolve"
+	StepLoad    = "load"
+	StepKill    = "kill"
+	StepRelease = "release"
+	StepUnmount = "unmount"
+	StepRemove  = "remove"
+)
+
+// deletion is one run of the delete path: what the steps learn and hand on.
+type deletion struct {
+	req  Request
+	rep  *Report
+	path string
+
+	b       *bundle.Bundle
+	cgroups *cgroups.Set
+
+	// survivors is set by kill when a proven container process is still
+	// alive; mountsLeft by unmount. Either keeps remove from touching the
+	// task directory.
+	survivors  bool
+	mountsLeft bool
+	// sideBySide is set when release runs beside unmount and remove: the
+	// runtime then gets no log file in the task directory.
+	sideBySide bool
+	// removeLeft is set by remove when the task directory could not be
+	// removed whole.
+	removeLeft bool
+}
+
+// unsafe returns ErrUnsafe, with why, when the task directory had to be
+// left in place; containerd must then not remove it either.
+func (d *deletion) unsafe() error {
+	var why []string
+	if d.survivors {
+		why = append(why, "a container process survived")
+	}
+	if d.mountsLeft {
+		why = append(why, "a mount under it could not be removed")
+	}
+	if d.removeLeft {
+		why = append(why, "it could not be removed whole")
+	}
+	if len(why) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %s: %s", ErrUnsafe, d.path, strings.Join(why, "; "))
+}
+
+// run times one step and records its result.
+func (d *deletion) run(ctx context.Context, name string, step func(context.Context, *StepReport)) {
+	d.rep.Steps = append(d.rep.Steps, runStep(ctx, name, step))
+}
+
+func runStep(ctx context.Context, name string, step func(context.Context, *StepReport)) StepReport {
+	s := StepReport{Step: name}
+	t := time.Now()
+	step(ctx, &s)
+	s.Duration = time.Since(t)
+	return s
+}
+
+// namedStep is a step and its name in the report.
+type namedStep struct {
+	name string
+	step func(context.Context, *StepReport)
+}
+
+// runSideBySide runs two sequences of steps at the same time, each in
+// order, and records them as a then b. The sequences must not share what
+// they write.
+func (d *deletion) runSideBySide(ctx context.Context, a, b []namedStep) {
+	seq := func(steps []namedStep) []StepReport {
+		out := make([]StepReport, 0, len(steps))
+		for _, st := range steps {
+			out = append(out, runStep(ctx, st.name, st.step))
+		}
+		return out
+	}
+	var ra []StepReport
+	done := make(chan struct{})
+	go func() { defer close(done); ra = seq(a) }()
+	rb := seq(b)
+	<-done
+	d.rep.Steps = append(append(d.rep.Steps, ra...), rb...)
+}
+
+// runtimeReadsBundle reports whether the runtime's delete may read the
+// task directory: it will run (runc's state exists), and its poststop hooks,
+// which are handed the bundle path, are present or unknown (state.json
+// unreadable). Only then must the task directory outlive it.
+func (d *deletion) runtimeReadsBundle() bool {
+	if _, err := os.Stat(d.b.StateDir); err != nil {
+		return false
+	}
+	return d.b.State == nil || d.b.State.Config.HasPoststopHooks()
+}
+
+// resolve is step 1. It validates the request before any path is built
+// from it, finds the task directory and takes an exclusive lock on it, so
+// that a second delete of the same task waits and then finds it gone.
+func (d *deletion) resolve() (unlock func(), err error) {
+	s := StepReport{Step: StepResolve}
+	t := time.Now()
+	defer func() {
+		s.Duration = time.Since(t)
+		if err != nil {
+			s.fail(err)
+		}
+		d.rep.Steps = append(d.rep.Steps, s)
+	}()
+
+	if err := bundle.ValidateNamespace(d.req.Namespace); err != nil {
+		return nil, fmt.Errorf("resolve: %w", err)
+	}
+	if err := bundle.ValidateID(d.req.ID); err != nil {
+		return nil, fmt.Errorf("resolve: %w", err)
+	}
+	path, err := d.req.TaskDir()
+	if err != nil {
+		return nil, fmt.Errorf("resolve: %w", err)
+	}
+	if filepath.Base(path) != d.req.ID {
+		return nil, fmt.Errorf("resolve: bundle %s is not the task directory of %q", path, d.req.ID)
+	}
+	d.path = path
+	d.rep.Bundle = path
+	s.done("")
+
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			s.note("task directory already gone")
+			return func() {}, nil
+		}
+		return nil, fmt.Errorf("resolve: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("resolve: lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// load is step 2: every file of the task directory and runc's state,
+// best-effort. Each problem is reported; none stops the delete.
+func (d *deletion) load(ctx context.Context, s *StepReport) {
+	b, err := bundle.Load(d.path, d.req.Namespace, d.req.ID)
+	if err != nil {
+		// Load fails only on what resolve already validated.
+		s.fail(err)
+		b = &bundle.Bundle{Path: d.path, Namespace: d.req.Namespace, ID: d.req.ID, Missing: true}
+	}
+	d.b = b
+	var missing []string
+	for _, p := range b.Problems {
+		if errors.Is(p.Err, fs.ErrNotExist) {
+			missing = append(missing, p.What)
+			continue
+		}
+		s.problem(p)
+	}
+	if len(missing) > 0 && !b.Missing {
+		s.problem(fmt.Errorf("missing: %s", strings.Join(missing, ", ")))
+	}
+	switch {
+	case b.Exit != nil:
+		// containerd 2.4's shim saw the init exit: its status, not ours.
+		d.rep.Pid, d.rep.ExitStatus, d.rep.ExitedAt, d.rep.ExitRecorded = b.Exit.Pid, b.Exit.Status, b.Exit.Timestamp, true
+	case b.State != nil:
+		d.rep.Pid = b.State.InitProcessPid
+	case b.InitPid > 0:
+		d.rep.Pid = b.InitPid
+	}
+	set, errs := cgroups.Find(evidence(b))
+	d.cgroups = set
+	for _, e := range errs {
+		s.problem(fmt.Errorf("cgroups: %w", e))
+	}
+	if s.Outcome == "" {
+		s.done("")
+	}
+}
+
+// evidence is what the bundle tells about the container's cgroups.
+func evidence(b *bundle.Bundle) cgroups.Evidence {
+	var ev cgroups.Evidence
+	if b.State != nil {
+		ev.StatePaths = b.State.CgroupPaths
+		if ev.CgroupsPath == "" && b.State.Config.Cgroups != nil {
+			ev.Systemd = b.State.Config.Cgroups.Systemd
+		}
+	}
+	if b.Spec != nil && b.Spec.Linux != nil {
+		ev.CgroupsPath = b.Spec.Linux.CgroupsPath
+	}
+	if b.Options != nil && b.Options.SystemdCgroup {
+		ev.Systemd = true
+	}
+	return ev
+}
+
+// kill is step 3. It signals only what is proven to be the container's:
+// runc's init pid whose start time still matches (through a pidfd), and the
+// members of the container's cgroups; a pid named only by init.pid is
+// signalled only if it is in those cgroups. It waits until they are gone,
+// then lets the runtime delete the (now stopped) container itself.
+func (d *deletion) kill(ctx context.Context, s *StepReport) {
+	b := d.b
+	killCtx, cancel := context.WithTimeout(ctx, killTimeout)
+	defer cancel()
+
+	var (
+		wg         sync.WaitGroup
+		initKilled bool
+		initErr    error
+		initWhat   string
+	)
+	switch {
+	case b.State != nil && b.State.InitProcessPid > 0:
+		pid, st := b.State.InitProcessPid, b.State.InitProcessStartTime
+		initWhat = fmt.Sprintf("init %d (start time verified)", pid)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			initKilled, initErr = cgroups.KillVerified(killCtx, pid, st)
+		}()
+	case b.InitPid > 0 && len(d.cgroups.Dirs) > 0:
+		pid := b.InitPid
+		initWhat = fmt.Sprintf("init %d (member of the container's cgroup)", pid)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			initKilled, initErr = d.cgroups.KillMember(killCtx, pid)
+		}()
+	case b.InitPid > 0:
+		if unix.Kill(b.InitPid, 0) == nil {
+			s.problem(fmt.Errorf("init.pid names live pid %d, but nothing proves it is the container's: not signalled", b.InitPid))
+		}
+	}
+
+	n, err := d.cgroups.Kill(killCtx)
+	wg.Wait()
+	switch {
+	case initErr != nil:
+		d.survivors = true
+		s.fail(fmt.Errorf("%s: %w", initWhat, initErr))
+	case initKilled:
+		s.done("killed " + initWhat)
+	}
+	if err != nil {
+		d.survivors = true
+		s.fail(err)
+	} else if n > 0 {
+		s.done(fmt.Sprintf("killed %d processes in %d cgroups", n, len(d.cgroups.Dirs)))
+	}
+
+	if s.Outcome == "" {
+		s.nothing("no live process of the container")
+	}
+}
+
+// killTimeout bounds killing and waiting for the container's processes.
+const killTimeout = 2 * time.Second
+
+// release is step 4: the container's cgroups in every hierarchy and the
+// runtime's own delete, side by side, then runc's state directory if the
+// runtime did not remove it.
+func (d *deletion) release(ctx context.Context, s *StepReport) {
+	// The cgroups are removed while the runtime starts: it then finds them
+	// gone (which it takes as done) instead of removing them itself.
+	var (
+		removed []string
+		err     error
+		wg      sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() { defer wg.Done(); removed, err = d.cgroups.Remove(ctx) }()
+	d.runtimeDelete(ctx, s)
+	wg.Wait()
+	if len(removed) > 0 {
+		s.done(fmt.Sprintf("removed %d cgroups", len(removed)))
+	}
+	if err != nil {
+		s.fail(err)
+	}
+	d.releaseSystemdUnit(ctx, s)
+	switch ok, err := isRuncState(d.b.StateDir); {
+	case err != nil:
+		s.fail(err)
+	case ok:
+		if err := bundle.RemoveAll(d.b.StateDir); err != nil {
+			s.fail(fmt.Errorf("runc state: %w", err))
+		} else {
+			s.done("removed runc state " + d.b.StateDir)
+		}
+	}
+	if s.Outcome == "" {
+		s.nothing("no cgroup or runc state left")
+	}
+}
+
+// isRuncState reports whether dir exists and looks like a runc state
+// directory (it holds state.json, or is empty): options.json may name any
+// root, and nothing else is removed on its say-so.
+func isRuncState(dir string) (bool, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return false, nil
+		}
+		return false, fmt.Errorf("runc state %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		if e.Name() == "state.json" {
+			return true, nil
+		}
+	}
+	if len(entries) == 0 {
+		return true, nil
+	}
+	return false, fmt.Errorf("runc state %s: holds no state.json: left in place", dir)
+}
+
+// unmount is step 5: every mount at or below the task directory, deepest
+// first. A mount that stays keeps step 6 from touching the task directory.
+func (d *deletion) unmount(ctx context.Context, s *StepReport) {
+	unmounted, err := bundle.UnmountAll(d.path)
+	if len(unmounted) > 0 {
+		s.done(fmt.Sprintf("unmounted %d: %s", len(unmounted), strings.Join(unmounted, " ")))
+	}
+	if err != nil {
+		d.mountsLeft = true
+		s.fail(err)
+	}
+	if s.Outcome == "" {
+		s.nothing("no mount under the task directory")
+	}
+}
+
+// remove is step 6: the task directory and its work directory, never
+// through a mount point, and the dead shim's socket.
+func (d *deletion) remove(ctx context.Context, s *StepReport) {
+	// The socket, the task directory and the work directory are
+	// independent: each is removed in its own goroutine, and the results
+	// are recorded in this order.
+	var (
+		wg                     sync.WaitGroup
+		sockRemoved            bool
+		sockErr, dirErr, wdErr error
+	)
+	if d.b.Address != "" {
+		wg.Add(1)
+		go func() { defer wg.Done(); sockRemoved, sockErr = bundle.RemoveDeadSocket(d.b.Address, d.b.SocketDir) }()
+	}
+	safe := !d.mountsLeft && !d.survivors
+	if safe && !d.b.Missing {
+		wg.Add(1)
+		go func() { defer wg.Done(); dirErr = bundle.RemoveAll(d.path) }()
+	}
+	if safe && d.b.WorkDir != "" {
+		wg.Add(1)
+		go func() { defer wg.Done(); wdErr = bundle.RemoveAll(d.b.WorkDir) }()
+	}
+	wg.Wait()
+
+	if sockErr != nil {
+		s.problem(sockErr)
+	} else if sockRemoved {
+		s.done("removed dead shim socket " + d.b.Address)
+	}
+	if !safe {
+		s.fail(fmt.Errorf("%w: %s", ErrUnsafe, d.path))
+		d.guard(s)
+		return
+	}
+	if !d.b.Missing {
+		if dirErr != nil {
+			// Whatever stopped us may be a mount: containerd's own removal
+			// after a zero exit would cross it.
+			d.removeLeft = true
+			s.fail(dirErr)
+			d.guard(s)
+		} else {
+			s.done("removed task directory")
+		}
+	}
+	if d.b.WorkDir != "" {
+		if wdErr != nil {
+			s.fail(wdErr)
+		} else {
+			s.done("removed work directory " + d.b.WorkDir)
+		}
+	}
+	if s.Outcome == "" {
+		s.nothing("task directory already gone")
+	}
+}
+
+// guard is part of step 6 when the task directory is left in place:
+// containerd 2.x removes the bundle at start-up even after a failed delete,
+// and bundle.Guard makes that removal stop before it could cross a mount.
+func (d *deletion) guard(s *StepReport) {
+	if d.b.Missing {
+		return
+	}
+	if err := bundle.Guard(d.path); err != nil {
+		s.fail(err)
+		return
+	}
+	s.note("left " + bundle.RootfsDir + "/" + bundle.GuardFile + " so that containerd's own removal stops before the mount")
+}
