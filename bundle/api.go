@@ -160,8 +160,8 @@ type Bundle struct {
 	InitPid int
 
 	Options  *Options // nil when options.json is missing or garbage
-	RuncRoot string           // Options.Root (when absolute), else DefaultRuncRoot
-	Spec     *Spec            // nil when config.json is missing or garbage
+	RuncRoot string   // Options.Root (when absolute), else DefaultRuncRoot
+	Spec     *Spec    // nil when config.json is missing or garbage
 
 	// State is runc's own state for the container, nil when missing or
 	// garbage (a state.json whose id is not ID counts as garbage).

@@ -10,6 +10,8 @@ import (
 
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
+
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/internal/failpoint"
 )
 
 // maxUnmountRounds bounds UnmountAll's passes over mountinfo. One pass
@@ -147,8 +149,14 @@ func unmountOne(mp string) (bool, error) {
 	}
 }
 
-// unmount is unix.Unmount retried on EINTR.
+// unmount is unix.Unmount retried on EINTR. The test-only failpoint
+// "unmount=SUBSTR" makes it fail with EPERM for mount points containing SUBSTR.
 func unmount(mp string, flags int) error {
+	if failpoint.Enabled {
+		if sub, ok := failpoint.Arg("unmount"); ok && sub != "" && strings.Contains(mp, sub) {
+			return unix.EPERM
+		}
+	}
 	for i := 0; i < 3; i++ {
 		err := unix.Unmount(mp, flags)
 		if err != unix.EINTR {

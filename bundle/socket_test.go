@@ -41,7 +41,9 @@ func TestRemoveDeadSocket(t *testing.T) {
 		{name: "regular file is not a socket: left", setup: func(t *testing.T, p string) { writeFile(t, p, []byte("x")) },
 			wantErr: "not a socket", wantLeft: true},
 		{name: "a path with .. that cleans into the socket directory", setup: func(t *testing.T, p string) { listen(t, p, false) },
-			address: func(p string) string { return "unix://" + filepath.Join(filepath.Dir(p), "sub", "..", "..", filepath.Base(filepath.Dir(p)), "s") },
+			address: func(p string) string {
+				return "unix://" + filepath.Join(filepath.Dir(p), "sub", "..", "..", filepath.Base(filepath.Dir(p)), "s")
+			},
 			wantRemoved: true},
 		{name: "in another directory: left", setup: func(t *testing.T, p string) { listen(t, p, false) },
 			socketDir: "/run/containerd/s", wantErr: "not in the shim socket directory", wantLeft: true},

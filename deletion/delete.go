@@ -15,6 +15,7 @@ import (
 
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/bundle"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/cgroups"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/internal/failpoint"
 )
 
 // DefaultTimeout bounds a whole delete. containerd gives the delete command
@@ -110,6 +111,7 @@ func Delete(ctx context.Context, req Request) (*Report, error) {
 	d := &deletion{req: req, rep: &Report{Namespace: req.Namespace, ID: req.ID, ExitStatus: ExitStatusKilled, ExitedAt: time.Now()}}
 	defer func() { d.rep.Duration = time.Since(start) }()
 
+	failpoint.KillAt(StepResolve)
 	unlock, err := d.resolve()
 	if err != nil {
 		return d.rep, err
@@ -130,6 +132,7 @@ func Delete(ctx context.Context, req Request) (*Report, error) {
 			[]namedStep{{StepRelease, d.release}},
 			[]namedStep{{StepUnmount, d.unmount}, {StepRemove, d.remove}})
 	}
+	failpoint.KillAt("end")
 	return d.rep, d.unsafe()
 }
 
@@ -190,6 +193,7 @@ func (d *deletion) run(ctx context.Context, name string, step func(context.Conte
 }
 
 func runStep(ctx context.Context, name string, step func(context.Context, *StepReport)) StepReport {
+	failpoint.KillAt(name)
 	s := StepReport{Step: name}
 	t := time.Now()
 	step(ctx, &s)
