@@ -144,6 +144,13 @@ func startContainer(t *testing.T, d *harness.Daemon, s shimUnderTest, id string,
 			t.Errorf("harness cleanup of %s: %v", id, err)
 		}
 	})
+	// Ours runs no task service of its own: the process serving the task
+	// must be upstream's shim of the daemon's line, its delegate.
+	if cfg.Runtime != harness.RuntimeUpstream {
+		if want := d.ShimPath(harness.RuntimeUpstream); c.ShimExe != want {
+			t.Fatalf("the task is served by %s, want the delegate %s", c.ShimExe, want)
+		}
+	}
 	if d.CgroupV2View() {
 		for _, cg := range c.Cgroups {
 			if !strings.HasPrefix(cg, "/sys/fs/cgroup/unified/") {

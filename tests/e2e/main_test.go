@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -26,6 +27,11 @@ var (
 	shims      []shimUnderTest
 	namespace  = fmt.Sprintf("e2e-%d", os.Getpid())
 
+	// failpointShim is our binary built with the failpoint tag (see
+	// internal/failpoint), installed for runtimeFailpoint; the daemons
+	// run with failpointEnv, which only that binary reads.
+	failpointShim string
+
 	// shared is the daemon the cases share (host cgroup view). The cases
 	// that stop, kill or restart it run one after another and leave it
 	// serving.
@@ -46,6 +52,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "closing the shared daemon: %v\n", err)
 	}
 	_ = os.Remove(filepath.Join(harness.DefaultRuncRoot, namespace))
+	_ = os.RemoveAll(filepath.Dir(failpointShim))
 	if err := harness.RemoveNamespaceCgroups(namespace); err != nil {
 		fmt.Fprintf(os.Stderr, "namespace cgroups: %v\n", err)
 	}
@@ -81,6 +88,10 @@ func setUp() error {
 	if len(shims) == 0 {
 		return fmt.Errorf("E2E_ONLY=%q selects no shim (ours, upstream)", only)
 	}
+	if failpointShim, err = buildFailpointShim(); err != nil {
+		return err
+	}
+	os.Setenv(failpointEnvName, failpointEnvValue)
 	d, err := newDaemon(false)
 	if err != nil {
 		return err
@@ -90,12 +101,40 @@ func setUp() error {
 	return nil
 }
 
+// Our binary with failpoints: runtime name, and what the daemons' (and so
+// the shims') environment says. Only mount points whose path holds
+// stuckMount fail to unmount, and only in that binary.
+const (
+	runtimeFailpoint  = "io.containerd.runc.v2-robustfp"
+	failpointEnvName  = "CONTAINERD_SHIM_ROBUST_FAILPOINTS"
+	stuckMount        = "stuck-mount"
+	failpointEnvValue = "unmount=" + stuckMount
+)
+
+// buildFailpointShim builds our binary with the failpoint tag into a
+// temporary directory, static like the product.
+func buildFailpointShim() (string, error) {
+	dir, err := os.MkdirTemp("", "e2e-failpoint-")
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, harness.ShimBinaryName(runtimeFailpoint))
+	cmd := exec.Command("go", "build", "-tags", "failpoint", "-trimpath", "-o", out, "./cmd/containerd-shim-runc-v2-robust")
+	cmd.Dir = repoRoot
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build the failpoint shim: %v\n%s", err, b)
+	}
+	return out, nil
+}
+
 // newDaemon makes and starts a daemon with every shim under test installed.
 func newDaemon(cgroup2View bool) (*harness.Daemon, error) {
 	cfg := harness.DaemonConfig{Binary: containerd, Shims: map[string]string{}, CgroupV2View: cgroup2View}
 	for _, s := range shims {
 		cfg.Shims[s.runtime] = s.binary
 	}
+	cfg.Shims[runtimeFailpoint] = failpointShim
 	d, err := harness.NewDaemon(cfg)
 	if err != nil {
 		return nil, err

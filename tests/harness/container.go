@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -58,7 +59,8 @@ type Container struct {
 	RuncState string // <runc root>/<ns>/<id>
 
 	Shim       Proc   // the init's parent, checked by its command line
-	ShimSocket string // path of the socket in the bundle's `address`
+	ShimSocket string // path of the shim's socket: `address` (1.x) or bootstrap.json (2.x)
+	ShimExe    string // the binary of the process serving the task (/proc/<shim>/exe)
 
 	Init    Proc
 	Exec    Proc
@@ -206,11 +208,12 @@ func (c *Container) record(initPid, execPid int) error {
 	if c.Shim, err = RecordProc(shimPid); err != nil {
 		return fmt.Errorf("record shim: %w", err)
 	}
-	data, err := os.ReadFile(filepath.Join(c.Bundle, "address"))
-	if err != nil {
+	if c.ShimSocket, err = shimSocket(c.Bundle); err != nil {
 		return fmt.Errorf("record: %w", err)
 	}
-	c.ShimSocket = strings.TrimPrefix(strings.TrimSpace(string(data)), "unix://")
+	if c.ShimExe, err = os.Readlink(fmt.Sprintf("/proc/%d/exe", shimPid)); err != nil {
+		return fmt.Errorf("record shim binary: %w", err)
+	}
 	if c.Init, err = RecordProc(initPid); err != nil {
 		return fmt.Errorf("record init: %w", err)
 	}
@@ -291,4 +294,23 @@ func (c *Container) WaitTaskGone(ctx context.Context, timeout time.Duration) boo
 		known, err := c.TaskKnown(ctx)
 		return err == nil && !known
 	})
+}
+
+// shimSocket reads the shim's socket path from the task directory as
+// containerd 2.x writes it (bootstrap.json) or 1.6/1.7 do (address).
+func shimSocket(bundle string) (string, error) {
+	if data, err := os.ReadFile(filepath.Join(bundle, "bootstrap.json")); err == nil {
+		var b struct {
+			Address string `json:"address"`
+		}
+		if err := json.Unmarshal(data, &b); err != nil {
+			return "", fmt.Errorf("bootstrap.json: %w", err)
+		}
+		return strings.TrimPrefix(b.Address, "unix://"), nil
+	}
+	data, err := os.ReadFile(filepath.Join(bundle, "address"))
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimPrefix(strings.TrimSpace(string(data)), "unix://"), nil
 }
