@@ -121,7 +121,7 @@ func TestContainerdRestart(t *testing.T) {
 	}
 	for _, tk := range tasks {
 		t.Run(tk.dmg.name+"/"+tk.s.name, func(t *testing.T) {
-			r := tk.c.WaitClean(ctx, settle, true)
+			r := waitResidue(ctx, tk.s, tk.c, true)
 			results.record(tk.name, tk.s.name, outcome(r))
 			if !tk.s.asserted {
 				t.Logf("%s with %s: %s", tk.name, tk.s.name, outcome(r))
@@ -172,7 +172,7 @@ func TestDeleteByHand(t *testing.T) {
 			c := p.twice
 			first := c.RunDelete(ctx)
 			second := c.RunDelete(ctx)
-			r := c.WaitClean(ctx, settle, false)
+			r := waitResidue(ctx, p.s, c, false)
 			cell := outcome(r, exitCodes(first, second))
 			results.record("delete by hand, twice in a row", p.s.name, cell)
 			if !p.s.asserted {
@@ -207,7 +207,7 @@ func TestDeleteByHand(t *testing.T) {
 			}
 			close(start)
 			wg.Wait()
-			r := c.WaitClean(ctx, settle, false)
+			r := waitResidue(ctx, p.s, c, false)
 			cell := outcome(r, exitCodes(res...))
 			results.record("delete by hand, two at the same time", p.s.name, cell)
 			if !p.s.asserted {

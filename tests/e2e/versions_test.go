@@ -62,7 +62,7 @@ func TestExitStatusRecorded(t *testing.T) {
 				t.Fatal(err)
 			}
 			del := c.RunDelete(ctx)
-			res := c.WaitClean(ctx, settle, false)
+			res := waitResidue(ctx, r.s, c, false)
 			cell := outcome(res, exitCodes(del))
 			if del.Response != nil {
 				cell += ", status " + strconv.Itoa(int(del.Response.ExitStatus))

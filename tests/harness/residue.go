@@ -198,3 +198,28 @@ func (c *Container) WaitClean(ctx context.Context, timeout time.Duration, checkT
 	})
 	return r
 }
+
+// WaitSettled polls (bounded by timeout) until the residue is empty or has
+// not changed for stable, and returns the last residue seen. It is for a
+// shim whose residue is only reported, never asserted: what it leaves
+// usually stays, and waiting the whole timeout for it would only slow the
+// suite.
+func (c *Container) WaitSettled(ctx context.Context, timeout, stable time.Duration, checkTask bool) Residue {
+	var (
+		r     Residue
+		last  string
+		since time.Time
+	)
+	Poll(timeout, 50*time.Millisecond, func() bool {
+		r = c.Residue(ctx, checkTask)
+		if len(r) == 0 {
+			return true
+		}
+		if s := r.String(); s != last {
+			last, since = s, time.Now()
+			return false
+		}
+		return time.Since(since) >= stable
+	})
+	return r
+}
