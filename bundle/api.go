@@ -115,7 +115,10 @@ type RuncState struct {
 	InitProcessStartTime uint64            `json:"init_process_start"` // clock ticks since boot
 	Created              time.Time         `json:"created"`
 	CgroupPaths          map[string]string `json:"cgroup_paths"`
-	Config               RuncConfig        `json:"config"`
+	// IntelRdtPath is the container's Intel RDT (resctrl) group, "" when
+	// it has none.
+	IntelRdtPath string     `json:"intel_rdt_path,omitempty"`
+	Config       RuncConfig `json:"config"`
 }
 
 // RuncConfig is the part of runc's configs.Config that the delete path uses.
@@ -124,6 +127,15 @@ type RuncConfig struct {
 	// Hooks maps a hook name ("poststop", ...) to its hooks, as runc's
 	// configs.Hooks marshals them.
 	Hooks map[string][]json.RawMessage `json:"Hooks"`
+	// IntelRdt is runc's Intel RDT configuration, kept raw: only whether
+	// it is there matters (runc owns the group).
+	IntelRdt json.RawMessage `json:"intel_rdt,omitempty"`
+}
+
+// HasIntelRdt reports whether runc placed the container in an Intel RDT
+// group, which only runc's own delete removes.
+func (s *RuncState) HasIntelRdt() bool {
+	return s.IntelRdtPath != "" || (len(s.Config.IntelRdt) > 0 && string(s.Config.IntelRdt) != "null")
 }
 
 // HasPoststopHooks reports whether runc will run poststop hooks when it

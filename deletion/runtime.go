@@ -11,17 +11,25 @@ import (
 )
 
 // runtimeDelete is part of step 4 (release): the runtime's own
-// `delete --force`, run when its binary and its state exist, so that it
-// tears down what it owns and runs the poststop hooks. By now the
+// `delete --force`, run only for what only the runtime can do (runtimeOwns:
+// poststop hooks, a systemd unit, an Intel RDT group, a state it cannot
+// read, or a container process that survived the kill step). By now the
 // container's processes are gone, so the runtime finds a stopped container
-// and does not poll. When the binary or the state is missing, the rest of
-// the delete path finishes natively.
+// and does not poll. Otherwise, and when the binary or the state is
+// missing, the delete path finishes natively: release removes the cgroups
+// and runc's state directory itself, which is all a runc delete of a
+// stopped container without those does (libcontainer destroy).
 func (d *deletion) runtimeDelete(ctx context.Context, s *StepReport) {
 	b := d.b
 	if _, err := os.Stat(b.StateDir); err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			s.problem(err)
 		}
+		return
+	}
+	why := d.runtimeOwns()
+	if why == "" {
+		s.note("finished natively: runc's state shows no poststop hook, systemd unit or Intel RDT group")
 		return
 	}
 	if b.RuntimePath == "" {
@@ -45,5 +53,24 @@ func (d *deletion) runtimeDelete(ctx context.Context, s *StepReport) {
 		s.problem(err)
 		return
 	}
-	s.done(b.Runtime + " delete --force")
+	s.done(b.Runtime + " delete --force (" + why + ")")
+}
+
+// runtimeOwns says what of the container only the runtime's own delete can
+// release, "" when nothing: then the delete path finishes natively.
+func (d *deletion) runtimeOwns() string {
+	st := d.b.State
+	switch {
+	case st == nil:
+		return "runc's state could not be read"
+	case d.survivors:
+		return "a container process survived"
+	case st.Config.HasPoststopHooks():
+		return "poststop hooks"
+	case st.Config.Cgroups != nil && st.Config.Cgroups.Systemd:
+		return "a systemd unit"
+	case st.HasIntelRdt():
+		return "an Intel RDT group"
+	}
+	return ""
 }
