@@ -23,6 +23,9 @@ const (
 	ShimBinaryPathFile = "shim-binary-path"
 	// ExitFile is where containerd 2.4's shim records the init's exit.
 	ExitFile = "exit.json"
+	// SandboxFile names, in containerd 2.x, the sandbox whose shim serves
+	// the task (a container joined to its pod's shim).
+	SandboxFile = "sandbox"
 )
 
 // DefaultSocketDir is where containerd puts shim sockets unless its 2.x
@@ -202,6 +205,11 @@ type Bundle struct {
 	// ShimBinaryPath is the shim binary containerd started for the task,
 	// from ShimBinaryPathFile; "" when missing (1.6 may not write it).
 	ShimBinaryPath string
+
+	// Sandbox is the sandbox id in SandboxFile (containerd 2.x: the task
+	// is a container served by its sandbox's shim), "" when there is none
+	// or it is not a valid id (a Problem then).
+	Sandbox string
 
 	// Exit is the init's exit recorded by containerd 2.4's shim (ExitFile),
 	// nil when there is none (a Problem only when present but garbage).

@@ -98,6 +98,7 @@ func Load(path, namespace, id string) (*Bundle, error) {
 		b.readSocketDir()
 		b.readShimBinaryPath()
 		b.readExit()
+		b.readSandbox()
 	}
 	if b.SocketDir == "" {
 		b.SocketDir = DefaultSocketDir
@@ -281,6 +282,35 @@ func (b *Bundle) readShimBinaryPath() {
 		return
 	}
 	b.ShimBinaryPath = path
+}
+
+// readSandbox reads containerd 2.x's SandboxFile; it is optional.
+func (b *Bundle) readSandbox() {
+	id, err := ReadSandbox(b.Path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		b.problem(SandboxFile, err)
+	default:
+		b.Sandbox = id
+	}
+}
+
+// ReadSandbox returns the sandbox id recorded in the task directory at
+// path (SandboxFile), read as Load reads every file: no symlink followed,
+// size-bounded, and it must be a valid id. A missing file wraps
+// fs.ErrNotExist.
+func ReadSandbox(path string) (string, error) {
+	p := filepath.Join(path, SandboxFile)
+	data, err := readRegular(p, maxSmallFile)
+	if err != nil {
+		return "", err
+	}
+	id := strings.TrimSpace(string(data))
+	if err := ValidateID(id); err != nil {
+		return "", fmt.Errorf("%s: %w", p, err)
+	}
+	return id, nil
 }
 
 // readExit reads containerd 2.4's ExitFile, with upstream's checks

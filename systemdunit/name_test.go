@@ -6,8 +6,8 @@ import (
 	"testing"
 
 	"github.com/opencontainers/cgroups"
-	runcsystemd "github.com/opencontainers/cgroups/systemd"
 	"github.com/opencontainers/cgroups/fs2"
+	runcsystemd "github.com/opencontainers/cgroups/systemd"
 )
 
 // TestExpandSliceMatchesRunc checks ExpandSlice against runc's own, on good

@@ -57,7 +57,7 @@ func (r *Result) problem(format string, args ...any) {
 // runc's systemd driver does when it destroys a container (StopUnit with
 // mode "replace", wait for the job, ResetFailedUnit), but only after
 // checking that the unit is u: a .scope whose Slice property is u.Slice.
-// A unit in another slice is left alone and named in Problems.
+// A unit in another slice is left alone and named in Result.Refused.
 //
 // The whole of it is bounded by timeout (DefaultStopTimeout when <= 0) and
 // by ctx; the bound is named in the result when it is hit. A unit that is
@@ -131,20 +131,30 @@ func Stop(ctx context.Context, u Unit, timeout time.Duration) Result {
 			break
 		}
 		res.Stopped = true
+		var job string
 		select {
-		case job := <-ch:
-			if job == "done" {
-				res.did("stopped systemd unit %s (was %s)", u.Name, st.active)
-			} else {
-				res.problem("systemd unit %s (was %s): stop job ended %q", u.Name, st.active, job)
-			}
+		case job = <-ch:
 		case <-ctx.Done():
 			res.problem("systemd unit %s (was %s): stop job not finished within %s", u.Name, st.active, timeout)
 			return res
 		}
-		// A unit that failed while stopping stays until reset, as runc does.
-		if err := conn.ResetFailedUnitContext(ctx, u.Name); err == nil {
-			res.did("reset failed systemd unit %s", u.Name)
+		// A job other than "done" (canceled by another stop, say) is
+		// judged by the unit's state below.
+		after, err := state(ctx, conn, u.Name)
+		switch {
+		case err != nil:
+		case after.active == "failed":
+			// A unit that failed while stopping stays until reset, as
+			// runc does.
+			if err := conn.ResetFailedUnitContext(ctx, u.Name); err != nil && !isNoSuchUnit(err) {
+				res.problem("systemd unit %s: reset-failed after stop: %v", u.Name, bounded(ctx, err, timeout))
+			} else {
+				res.did("stopped systemd unit %s (was %s; stop job %s; reset failed)", u.Name, st.active, job)
+			}
+		case job == "done":
+			res.did("stopped systemd unit %s (was %s)", u.Name, st.active)
+		default:
+			res.did("stopped systemd unit %s (was %s; stop job %s)", u.Name, st.active, job)
 		}
 	}
 

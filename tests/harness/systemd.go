@@ -95,7 +95,9 @@ umount -R -l /sys/fs/cgroup 2>/dev/null || true
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 cp -a "$D/units/." /run/systemd/system/
 echo "init: starting systemd"
-exec env -i container=other PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+# PID 1 dies with unshare, which dies with the test (Pdeathsig): a killed
+# test leaves no systemd behind.
+exec setpriv --pdeathsig KILL env -i container=other PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
 	/lib/systemd/systemd --system --unit=` + SystemdTarget + ` --log-target=console --show-status=no
 `
 
@@ -120,7 +122,7 @@ const SystemdReadyTimeout = 30 * time.Second
 // failure everything started is torn down and the error carries the tail
 // of the console.
 func StartSystemd(name string) (*Systemd, error) {
-	for _, tool := range []string{"unshare", "nsenter", "systemctl", "busctl", "dbus-daemon"} {
+	for _, tool := range []string{"unshare", "nsenter", "setpriv", "systemctl", "busctl", "dbus-daemon"} {
 		if _, err := FindTool(tool); err != nil {
 			return nil, fmt.Errorf("%s not found (Debian packages systemd, dbus, util-linux: tests/systemd/deps.sh)", tool)
 		}
@@ -132,6 +134,7 @@ func StartSystemd(name string) (*Systemd, error) {
 	if err != nil {
 		return nil, err
 	}
+	sweepStaleSystemd(uroot, name)
 	dir, err := os.MkdirTemp("/var/tmp", "robust-systemd-")
 	if err != nil {
 		return nil, err
@@ -425,4 +428,28 @@ func removeCgroupTree(dir string, timeout time.Duration) error {
 		return last
 	}
 	return nil
+}
+
+// sweepStaleSystemd removes what a killed run of a private systemd called
+// name left: its cgroup subtree, when no process is left in it (a
+// populated cgroup refuses rmdir), and then its shared directory, when no
+// mount is left under it.
+func sweepStaleSystemd(uroot, name string) {
+	ents, err := os.ReadDir(uroot)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		base, ok := strings.CutPrefix(e.Name(), name+"-")
+		if !ok || !e.IsDir() || !strings.HasPrefix(base, "robust-systemd-") {
+			continue
+		}
+		if removeCgroupTree(filepath.Join(uroot, e.Name()), 0) != nil {
+			continue
+		}
+		dir := filepath.Join("/var/tmp", base)
+		if len(MountsUnder([]int{0}, dir)) == 0 {
+			_ = os.RemoveAll(dir)
+		}
+	}
 }

@@ -1,0 +1,119 @@
+package deletion
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/bundle"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/liveness"
+)
+
+// StepSandbox is the step that deletes the containers that died with a
+// sandbox's shim.
+const StepSandbox = "sandbox"
+
+// startSandboxTasks is the delete path's part for a sandbox task on
+// containerd 2.x. The containers of a pod join their sandbox's shim: their
+// task directories hold a `sandbox` file naming the sandbox and a
+// bootstrap.json naming the same socket. When that shim dies, containerd
+// 2.0 to 2.3 run delete for the sandbox only (core/runtime/v2
+// shim_manager.go attaches a joined container with a no-op on disconnect;
+// 2.4 runs cleanupAfterDeadShim for each), so the containers' processes,
+// cgroups, runc state and task directories would leak. Each such container
+// is deleted by the same delete path, beside the rest of this one, when its
+// shim is proven dead: same socket as this task's, and package liveness
+// finds it dead. On 2.4, containerd's own delete of the same container
+// waits on its task directory's lock and then finds it gone.
+//
+// It returns a function that waits for those deletes and records the step;
+// it starts nothing (and records no step) for a task that is not a
+// sandbox, for a delete that is itself one of these, or when the task has
+// no socket address to compare.
+func (d *deletion) startSandboxTasks(ctx context.Context) (wait func()) {
+	if d.req.sandboxMember || d.b.Missing || d.b.Address == "" {
+		return func() {}
+	}
+	members := d.sandboxMembers()
+	if len(members) == 0 {
+		return func() {}
+	}
+	start := time.Now()
+	type result struct {
+		id  string
+		rep *Report
+		err error
+	}
+	results := make([]result, len(members))
+	var wg sync.WaitGroup
+	for i, m := range members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rep, err := Delete(ctx, Request{
+				Namespace: d.req.Namespace, ID: m.ID, Bundle: m.Path,
+				KillShim: d.req.KillShim, sandboxMember: true,
+			})
+			results[i] = result{m.ID, rep, err}
+		}()
+	}
+	return func() {
+		wg.Wait()
+		s := StepReport{Step: StepSandbox}
+		for _, r := range results {
+			switch {
+			case r.err != nil:
+				s.fail(fmt.Errorf("container task %s of this sandbox: %w", r.id, r.err))
+			case r.rep.Failed():
+				s.fail(fmt.Errorf("container task %s of this sandbox: not fully deleted: %s", r.id, r.rep.Text()))
+			default:
+				s.done("deleted container task " + r.id + " of this sandbox (its shim died with the sandbox's)")
+			}
+		}
+		s.Duration = time.Since(start)
+		d.rep.Steps = append(d.rep.Steps, s)
+	}
+}
+
+// sandboxMembers lists the task directories beside this one that belong to
+// this sandbox and whose shim is proven dead: `sandbox` names this task,
+// the socket address is this task's, and package liveness calls the shim
+// dead. Anything unreadable, a symlink, or not a valid id is passed over.
+func (d *deletion) sandboxMembers() []*bundle.Bundle {
+	nsDir := filepath.Dir(d.path)
+	entries, err := os.ReadDir(nsDir)
+	if err != nil {
+		return nil
+	}
+	var (
+		members []*bundle.Bundle
+		prober  *liveness.Prober
+	)
+	for _, e := range entries {
+		name := e.Name()
+		if name == d.req.ID || !e.IsDir() || bundle.ValidateID(name) != nil {
+			continue // e.IsDir is false for a symlink: never followed
+		}
+		p := filepath.Join(nsDir, name)
+		if sb, err := bundle.ReadSandbox(p); err != nil || sb != d.req.ID {
+			continue
+		}
+		b, err := bundle.Load(p, d.req.Namespace, name)
+		if err != nil || b.Address != d.b.Address {
+			continue
+		}
+		if prober == nil {
+			prober = liveness.NewProber()
+		}
+		if prober.Probe(b).Alive {
+			continue
+		}
+		members = append(members, b)
+	}
+	sort.Slice(members, func(i, j int) bool { return members[i].ID < members[j].ID })
+	return members
+}
