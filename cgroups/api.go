@@ -54,7 +54,9 @@ type Set struct {
 //
 // A directory is accepted only when it lies strictly below the root of a
 // mounted cgroup filesystem, is not a hierarchy's root cgroup, has no ".."
-// in the evidence, and does not hold (nor is an ancestor of the cgroup of)
+// in the evidence, is not reached through a mount made outside the caller's
+// cgroup namespace (mountinfo root with ".."; its cgroups cannot be placed
+// relative to the caller's own), and does not hold (nor is an ancestor of the cgroup of)
 // the calling process, its parent, or pid 1; rejected candidates are
 // returned as errors next to the set. A cgroup path refused in one
 // hierarchy is dropped from all of them (runc uses one path everywhere, and

@@ -192,8 +192,22 @@ func (t *table) locate(dir string) (dirInfo, error) {
 	if !m.keyOK {
 		return dirInfo{}, fmt.Errorf("%s: cannot tell which hierarchy it belongs to", p)
 	}
+	if outsideNamespace(m) {
+		return dirInfo{}, fmt.Errorf("%s: its cgroup mount %s (root %s) lies outside this process's cgroup namespace: cannot tell which cgroups it holds", p, m.mountpoint, m.root)
+	}
 	return dirInfo{path: p, key: m.key, v2: m.v2, cg: path.Join(m.root, rel)}, nil
 }
+
+// outsideNamespace reports whether a cgroup mount's root has a ".."
+// component: the mount was made outside the calling process's cgroup
+// namespace (e.g. the host's /sys/fs/cgroup bind-mounted into a container
+// with a private cgroup namespace). mountinfo and /proc/<pid>/cgroup show
+// paths relative to the namespace's root, whose own path is unknown here,
+// so a directory of such a mount cannot be placed relative to the guarded
+// processes' cgroups: path.Join(root, rel) drops the "..", and the
+// namespace's root itself (the caller's own cgroup, "/" in its
+// /proc/self/cgroup) would pass for "/<its name>".
+func outsideNamespace(m *mountEntry) bool { return hasDotDot(m.root) }
 
 // resolveExisting evaluates symlinks in the longest existing prefix of p.
 func resolveExisting(p string) (string, error) {
@@ -246,7 +260,7 @@ func (t *table) mapCgroup(cgFor func(key string, v2 bool) (string, bool)) ([]dir
 	)
 	for i := range t.mounts {
 		m := &t.mounts[i]
-		if !m.cgroup || !m.keyOK || done[m.key] {
+		if !m.cgroup || !m.keyOK || done[m.key] || outsideNamespace(m) {
 			continue
 		}
 		cg, ok := cgFor(m.key, m.v2)
