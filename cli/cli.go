@@ -68,7 +68,7 @@ type deleteFlags struct {
 func (f *deleteFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.stateDir, flagStateDir, "", "delete without -bundle from outside the task directory: containerd's task state directory, the task is <dir>/<namespace>/<id> (default $"+EnvStateDir+", else "+ops.DefaultStateDir+")")
 	fs.StringVar(&f.format, flagFormat, formatText, "report format, text or json; by hand, json replaces the DeleteResponse on stdout; for containerd (-address), the report is on stderr either way")
-	fs.BoolVar(&f.force, flagForce, false, "delete by hand even when the task's shim is alive (its container is killed under it)")
+	fs.BoolVar(&f.force, flagForce, false, "delete by hand even when the task's shim is alive: the shim (when proven to be the task's) and its container are killed")
 }
 
 // resolveStateDir is the flag's value, else $EnvStateDir, else
@@ -193,7 +193,10 @@ func runManualDelete(ctx context.Context, cl *commandLine, stdout, stderr io.Wri
 		fmt.Fprintln(stderr, "delete: -namespace and -id are required")
 		return ExitUsage
 	}
-	req := deletion.Request{Namespace: cl.namespace, ID: cl.id, Bundle: cl.bundle, StateDir: resolveStateDir(cl.stateDir)}
+	// -force: the shim, if it still exists and is proven to be the
+	// task's, is killed too (deletion.Request.KillShim); without it a live
+	// shim is refused below.
+	req := deletion.Request{Namespace: cl.namespace, ID: cl.id, Bundle: cl.bundle, StateDir: resolveStateDir(cl.stateDir), KillShim: cl.force}
 	metrics := ops.MetricsFromEnv()
 	emit := func(rec ops.DeleteRecord) {
 		if cl.format == formatJSON {
@@ -242,13 +245,18 @@ func probeTask(path, ns, id string) liveness.State {
 
 // RunGC is the `gc` command: args are its flags (after the word "gc"). It
 // prints the report on stdout (text, or JSON with --format json) and
-// returns the exit status (ExitOK, ExitFailed, ExitUsage).
+// returns the exit status (ExitOK, ExitFailed, ExitUsage). The state
+// directory is --state-dir, else $EnvStateDir, else containerd's `state`
+// from --config (ops.ChooseStateDir). When stderr is a terminal it draws
+// the deletes' progress there.
 func RunGC(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("gc", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var opts ops.GCOptions
-	var stateDir, format string
-	fs.StringVar(&stateDir, flagStateDir, "", "containerd's runtime v2 task state directory (default $"+EnvStateDir+", else "+ops.DefaultStateDir+")")
+	var stateDir, format, configPath string
+	fs.StringVar(&stateDir, flagStateDir, "", "containerd's runtime v2 task state directory, or containerd's state directory that holds it (default $"+EnvStateDir+", else <state>/"+ops.TaskStateDirName+" with the state of --config, else "+ops.DefaultStateDir+")")
+	fs.StringVar(&configPath, "config", ops.DefaultContainerdConfig, "containerd's configuration file, read for its state and root directories (version 1 to 4, and the files it imports); a missing default file means containerd's defaults")
+	fs.IntVar(&opts.Parallel, "parallel", ops.DefaultParallel(), "deletes run at the same time, at least 1; the default is the number of CPUs")
 	fs.StringVar(&opts.RuncRoot, "runc-root", bundle.DefaultRuncRoot, "runc's root, scanned for residue (besides the roots named by the tasks' options.json)")
 	fs.DurationVar(&opts.OlderThan, "older-than", ops.DefaultOlderThan, "only orphans whose task directory is older than this (by its mtime)")
 	fs.BoolVar(&opts.DryRun, "dry-run", false, "list what would be deleted and why; change nothing")
@@ -259,8 +267,9 @@ func RunGC(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 Deletes every orphaned runc v2 task (shim dead, task directory older than
 --older-than) under the state directory, in every namespace, with the same
-delete containerd runs; never touches a task whose shim answers. Reports
-residue outside task directories (runc state, cgroups) without deleting it.
+delete containerd runs, --parallel at a time; never touches a task whose
+shim answers. Reports residue outside task directories (runc state,
+cgroups) without deleting it. On a terminal, stderr shows the progress.
 Exit status: 0 all deleted, 1 a delete failed or left something, 2 usage.
 
 Flags:
@@ -291,10 +300,42 @@ Flags:
 		fmt.Fprintln(stderr, "gc: --older-than must not be negative")
 		return ExitUsage
 	}
-	opts.StateDir = resolveStateDir(stateDir)
+	if opts.Parallel < 1 {
+		fmt.Fprintln(stderr, "gc: --parallel must be at least 1")
+		return ExitUsage
+	}
+	configGiven := false
+	fs.Visit(func(f *flag.Flag) { configGiven = configGiven || f.Name == "config" })
+	envDir := os.Getenv(EnvStateDir)
+	var cfg *ops.ContainerdConfig
+	if _, err := os.Stat(configPath); configGiven || !errors.Is(err, os.ErrNotExist) {
+		c, err := ops.LoadContainerdConfig(configPath)
+		switch {
+		case err == nil:
+			cfg = c
+		case configGiven || (stateDir == "" && envDir == ""):
+			fmt.Fprintf(stderr, "gc: --config: %v\n", err)
+			return ExitUsage
+		default:
+			// Only the root check needed it: go on with containerd's defaults.
+			fmt.Fprintf(stderr, "gc: ignoring %v\n", err)
+		}
+	}
+	choice, err := ops.ChooseStateDir(stateDir, envDir, EnvStateDir, cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "gc: %v\n", err)
+		return ExitUsage
+	}
+	opts.StateDir, opts.StateDirFrom, opts.StateDirNote = choice.Dir, choice.From, choice.Note
 	opts.Metrics = ops.MetricsFromEnv()
+	var progress *ops.ProgressLine
+	if f, ok := stderr.(*os.File); ok && !opts.DryRun {
+		progress = ops.NewProgressLine(f)
+		opts.Progress = progress.Func()
+	}
 
 	g := ops.GC(ctx, opts)
+	progress.End()
 	if format == formatJSON {
 		_, _ = stdout.Write(g.JSON())
 	} else {

@@ -43,6 +43,15 @@ type Request struct {
 	StateDir string
 	// Timeout bounds the whole delete; 0 means DefaultTimeout.
 	Timeout time.Duration
+	// sandboxMember marks the delete of a container task run by its
+	// sandbox's delete (sandbox.go): it looks for no members of its own.
+	sandboxMember bool
+	// KillShim says the task's shim has been declared dead by the caller
+	// (containerd runs the delete only then; by hand, -force): a shim
+	// process that still exists (stopped, deadlocked, hung) and is proven
+	// to be the task's is SIGKILLed (step "shim"). False: no shim is
+	// signalled.
+	KillShim bool
 }
 
 // TaskDir returns the task directory Delete resolves for r, after
@@ -85,8 +94,13 @@ func (r Request) TaskDir() (string, error) {
 //     the working directory, else <StateDir>/<ns>/<id>; its base name must
 //     be the id. Locked against a concurrent delete of the same task.
 //  2. load     – every file of it and runc's state, best-effort (package bundle).
-//  3. kill     – every process proven to be the container's (verified init
+//  3. shim     – with Request.KillShim, the task's shim process if it still
+//     exists and is proven to be the task's (shim.go); waited for < 1 s.
+//     kill     – every process proven to be the container's (verified init
 //     via pidfd, and the cgroups); wait until gone.
+//     sandbox  – (containerd 2.x) for a sandbox task, the containers that
+//     joined its shim and died with it, each by this same path, beside
+//     the steps below (sandbox.go); containerd 2.0–2.3 never delete them.
 //  4. release  – the cgroups in every hierarchy and, at the same time, the
 //     runtime's own `delete --force` when its binary and state exist (it
 //     finds a stopped container: no polling, and its poststop hooks run);
@@ -119,7 +133,9 @@ func Delete(ctx context.Context, req Request) (*Report, error) {
 	defer unlock()
 
 	d.run(ctx, StepLoad, d.load)
+	d.run(ctx, StepShim, d.shim)
 	d.run(ctx, StepKill, d.kill)
+	waitSandbox := d.startSandboxTasks(ctx)
 	if d.runtimeReadsBundle() {
 		d.run(ctx, StepRelease, d.release)
 		d.run(ctx, StepUnmount, d.unmount)
@@ -132,6 +148,7 @@ func Delete(ctx context.Context, req Request) (*Report, error) {
 			[]namedStep{{StepRelease, d.release}},
 			[]namedStep{{StepUnmount, d.unmount}, {StepRemove, d.remove}})
 	}
+	waitSandbox()
 	failpoint.KillAt("end")
 	return d.rep, d.unsafe()
 }
@@ -145,6 +162,11 @@ const (
 	StepUnmount = "unmount"
 	StepRemove  = "remove"
 )
+
+// Steps lists the steps every delete that got past resolve reports, in
+// order (StepShim and StepSandbox are in shim.go and sandbox.go);
+// StepSandbox follows them only for a sandbox task with members.
+var Steps = []string{StepResolve, StepLoad, StepShim, StepKill, StepRelease, StepUnmount, StepRemove}
 
 // deletion is one run of the delete path: what the steps learn and hand on.
 type deletion struct {
@@ -482,9 +504,12 @@ func (d *deletion) unmount(ctx context.Context, s *StepReport) {
 // remove is step 6: the task directory and its work directory, never
 // through a mount point, and the dead shim's socket.
 func (d *deletion) remove(ctx context.Context, s *StepReport) {
-	// The socket, the task directory and the work directory are
-	// independent: each is removed in its own goroutine, and the results
-	// are recorded in this order.
+	// The task directory is the record of the rest (its `work` link names
+	// the work directory, `address` or bootstrap.json the socket): it goes
+	// last, so that a delete killed half-way leaves a record from which the
+	// next one finishes the job. The socket and the work directory are
+	// independent: each is removed in its own goroutine. The results are
+	// recorded socket, task directory, work directory.
 	var (
 		wg                     sync.WaitGroup
 		sockRemoved            bool
@@ -495,15 +520,14 @@ func (d *deletion) remove(ctx context.Context, s *StepReport) {
 		go func() { defer wg.Done(); sockRemoved, sockErr = bundle.RemoveDeadSocket(d.b.Address, d.b.SocketDir) }()
 	}
 	safe := !d.mountsLeft && !d.survivors
-	if safe && !d.b.Missing {
-		wg.Add(1)
-		go func() { defer wg.Done(); dirErr = bundle.RemoveAll(d.path) }()
-	}
 	if safe && d.b.WorkDir != "" {
 		wg.Add(1)
 		go func() { defer wg.Done(); wdErr = bundle.RemoveAll(d.b.WorkDir) }()
 	}
 	wg.Wait()
+	if safe && !d.b.Missing {
+		dirErr = bundle.RemoveAll(d.path)
+	}
 
 	if sockErr != nil {
 		s.problem(sockErr)

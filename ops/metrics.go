@@ -51,7 +51,7 @@ const (
 var durationBuckets = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}
 
 // steps are the delete path's steps, as metrics label them.
-var steps = []string{deletion.StepResolve, deletion.StepLoad, deletion.StepKill, deletion.StepRelease, deletion.StepUnmount, deletion.StepRemove}
+var steps = append(append([]string{}, deletion.Steps...), deletion.StepSandbox)
 
 // Metrics writes the Prometheus textfile-collector file in Dir. Every
 // update takes an exclusive flock on a lock file in Dir, reads the counters

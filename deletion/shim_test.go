@@ -1,0 +1,221 @@
+package deletion
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/internal/testutil"
+)
+
+// fakeShim starts a process with a shim's command line for testNS/id
+// (argv[0] "containerd-shim-runc-v2", running sh). With sock set it holds,
+// as fd 3, a unix socket listening there (this process closes its copy; the
+// sleep child does not inherit it). Cleanup kills it.
+func fakeShim(t *testing.T, id, sock string, extra ...string) *exec.Cmd {
+	t.Helper()
+	args := append([]string{"containerd-shim-runc-v2", "-c", "sleep 1000 3>&-", "-namespace", testNS, "-id", id, "-address", "/run/x.sock"}, extra...)
+	cmd := &exec.Cmd{Path: "/bin/sh", Args: args}
+	var l *net.UnixListener
+	if sock != "" {
+		ln, err := net.Listen("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l = ln.(*net.UnixListener)
+		l.SetUnlinkOnClose(false)
+		f, err := l.File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		cmd.ExtraFiles = []*os.File{f}
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if l != nil {
+		l.Close()
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		data, _ := os.ReadFile("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/cmdline")
+		if strings.HasPrefix(string(data), "containerd-shim-runc-v2\x00") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fake shim %d: command line %q", cmd.Process.Pid, data)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return cmd
+}
+
+// exited reports whether cmd's process has exited (it is our child: a
+// zombie until Wait).
+func exited(cmd *exec.Cmd) bool { return !testutil.Alive(cmd.Process.Pid) }
+
+func TestDeleteShim(t *testing.T) {
+	testutil.NeedRoot(t)
+	for _, tc := range []struct {
+		name     string
+		killShim bool
+		stop     bool // SIGSTOP the shim first: hung
+		claimant bool // a second process with the command line, no socket
+		wantKill bool
+	}{
+		{name: "containerd's delete kills the task's shim", killShim: true, wantKill: true},
+		{name: "a stopped shim is killed", killShim: true, stop: true, wantKill: true},
+		{name: "a claimant without the socket is never signalled", killShim: true, claimant: true, wantKill: true},
+		{name: "without KillShim no shim is signalled", killShim: false, wantKill: false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := testutil.RandID("shim")
+			sock := filepath.Join(t.TempDir(), "s")
+			sh := fakeShim(t, id, sock)
+			if tc.stop {
+				if err := syscall.Kill(sh.Process.Pid, syscall.SIGSTOP); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var claimant *exec.Cmd
+			if tc.claimant {
+				claimant = fakeShim(t, id, "")
+			}
+			bystander := testutil.StartSleeper(t)
+			dir := testutil.TaskDir(t, id, map[string]string{"address": "unix://" + sock})
+
+			start := time.Now()
+			rep, err := Delete(context.Background(), Request{Namespace: testNS, ID: id, Bundle: dir, KillShim: tc.killShim})
+			if err != nil {
+				t.Fatalf("delete: %v\n%s", err, rep.Text())
+			}
+			t.Logf("report (%s):\n%s", time.Since(start), rep.Text())
+			if got := exited(sh); got != tc.wantKill {
+				t.Errorf("shim exited = %v, want %v", got, tc.wantKill)
+			}
+			if claimant != nil {
+				if exited(claimant) {
+					t.Errorf("claimant %d without the socket was signalled", claimant.Process.Pid)
+				}
+				if !strings.Contains(rep.Text(), "not signalled") {
+					t.Errorf("claimant not reported:\n%s", rep.Text())
+				}
+			}
+			if exited(bystander) {
+				t.Errorf("bystander %d was signalled", bystander.Process.Pid)
+			}
+			var shimStep *StepReport
+			for i := range rep.Steps {
+				if rep.Steps[i].Step == StepShim {
+					shimStep = &rep.Steps[i]
+				}
+			}
+			switch {
+			case shimStep == nil:
+				t.Errorf("no %q step in the report", StepShim)
+			case tc.wantKill && (shimStep.Outcome == OutcomeFailed || !strings.Contains(strings.Join(shimStep.Did, ";"), "killed")):
+				t.Errorf("shim step = %+v, want the shim killed", *shimStep)
+			case tc.wantKill && shimStep.Duration > time.Second:
+				t.Errorf("shim step took %s, want < 1s", shimStep.Duration)
+			}
+			testutil.AssertGone(t, dir)
+		})
+	}
+}
+
+// TestDeleteShimUninterruptible: a shim that SIGKILL cannot end at once
+// (in a frozen cgroup v1 freezer it sleeps uninterruptibly, state D, until
+// thawed) is reported, and not waited for past shimWait.
+func TestDeleteShimUninterruptible(t *testing.T) {
+	testutil.NeedRoot(t)
+	freezer := freezerV1(t)
+	id := testutil.RandID("dshim")
+	sock := filepath.Join(t.TempDir(), "s")
+	sh := fakeShim(t, id, sock)
+	cg := filepath.Join(freezer, id)
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	thaw := func() { _ = os.WriteFile(filepath.Join(cg, "freezer.state"), []byte("THAWED"), 0o644) }
+	t.Cleanup(func() {
+		thaw()
+		_ = sh.Process.Kill()
+		_ = sh.Wait()
+		_ = os.Remove(cg)
+	})
+	if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(strconv.Itoa(sh.Process.Pid)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cg, "freezer.state"), []byte("FROZEN"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		state, _ := os.ReadFile(filepath.Join(cg, "freezer.state"))
+		if strings.TrimSpace(string(state)) == "FROZEN" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("freezer %s: %s", cg, state)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	dir := testutil.TaskDir(t, id, map[string]string{"address": "unix://" + sock})
+
+	start := time.Now()
+	rep, err := Delete(context.Background(), Request{Namespace: testNS, ID: id, Bundle: dir, KillShim: true})
+	took := time.Since(start)
+	t.Logf("report (%s, err %v):\n%s", took, err, rep.Text())
+	if took > shimWait+500*time.Millisecond {
+		t.Errorf("delete took %s: it waited for a shim stuck in D", took)
+	}
+	var step *StepReport
+	for i := range rep.Steps {
+		if rep.Steps[i].Step == StepShim {
+			step = &rep.Steps[i]
+		}
+	}
+	if step == nil || step.Outcome != OutcomeFailed || !strings.Contains(strings.Join(step.Problems, ";"), "uninterruptible sleep") {
+		t.Errorf("shim step = %+v, want failed with the shim reported in uninterruptible sleep", step)
+	}
+	// Thawed, the SIGKILL it got takes effect.
+	thaw()
+	done := make(chan struct{})
+	go func() { _ = sh.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Errorf("thawed shim %d did not die of the SIGKILL it was sent", sh.Process.Pid)
+	}
+}
+
+// freezerV1 returns the mount point of the cgroup v1 freezer hierarchy;
+// it skips the test when there is none (pure cgroup v2 machine).
+func freezerV1(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		if !ok {
+			continue
+		}
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if len(g) >= 3 && g[0] == "cgroup" && f[3] == "/" && strings.Contains(","+g[2]+",", ",freezer,") {
+			return f[4]
+		}
+	}
+	t.Skip("no cgroup v1 freezer hierarchy: cannot put a process in uninterruptible sleep")
+	return ""
+}
