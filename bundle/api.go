@@ -2,6 +2,7 @@ package bundle
 
 import (
 	"encoding/json"
+	"strings"
 	"time"
 )
 
@@ -130,9 +131,22 @@ type RuncConfig struct {
 	// Hooks maps a hook name ("poststop", ...) to its hooks, as runc's
 	// configs.Hooks marshals them.
 	Hooks map[string][]json.RawMessage `json:"Hooks"`
+	// Labels are runc's config labels: the spec's annotations as
+	// "key=value", and "bundle=<bundle path>".
+	Labels []string `json:"labels"`
 	// IntelRdt is runc's Intel RDT configuration, kept raw: only whether
 	// it is there matters (runc owns the group).
 	IntelRdt json.RawMessage `json:"intel_rdt,omitempty"`
+}
+
+// Label returns the value of runc config label key and whether it is there.
+func (c RuncConfig) Label(key string) (string, bool) {
+	for _, l := range c.Labels {
+		if k, v, ok := strings.Cut(l, "="); ok && k == key {
+			return v, true
+		}
+	}
+	return "", false
 }
 
 // HasIntelRdt reports whether runc placed the container in an Intel RDT

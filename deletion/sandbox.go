@@ -2,6 +2,7 @@ package deletion
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -38,8 +39,8 @@ func (d *deletion) startSandboxTasks(ctx context.Context) (wait func()) {
 	if d.req.sandboxMember || d.b.Missing || d.b.Address == "" {
 		return func() {}
 	}
-	members := d.sandboxMembers()
-	if len(members) == 0 {
+	members, passed := d.sandboxMembers()
+	if len(members) == 0 && len(passed) == 0 {
 		return func() {}
 	}
 	start := time.Now()
@@ -64,6 +65,9 @@ func (d *deletion) startSandboxTasks(ctx context.Context) (wait func()) {
 	return func() {
 		wg.Wait()
 		s := StepReport{Step: StepSandbox}
+		for _, p := range passed {
+			s.problem(errors.New(p))
+		}
 		for _, r := range results {
 			switch {
 			case r.err != nil:
@@ -82,17 +86,16 @@ func (d *deletion) startSandboxTasks(ctx context.Context) (wait func()) {
 // sandboxMembers lists the task directories beside this one that belong to
 // this sandbox and whose shim is proven dead: `sandbox` names this task,
 // the socket address is this task's, and package liveness calls the shim
-// dead. Anything unreadable, a symlink, or not a valid id is passed over.
-func (d *deletion) sandboxMembers() []*bundle.Bundle {
+// dead. Anything unreadable, a symlink, or not a valid id is passed over;
+// a task naming this sandbox that fails the other checks is passed over
+// too, and passed says why.
+func (d *deletion) sandboxMembers() (members []*bundle.Bundle, passed []string) {
 	nsDir := filepath.Dir(d.path)
 	entries, err := os.ReadDir(nsDir)
 	if err != nil {
-		return nil
+		return nil, nil
 	}
-	var (
-		members []*bundle.Bundle
-		prober  *liveness.Prober
-	)
+	var prober *liveness.Prober
 	for _, e := range entries {
 		name := e.Name()
 		if name == d.req.ID || !e.IsDir() || bundle.ValidateID(name) != nil {
@@ -103,7 +106,68 @@ func (d *deletion) sandboxMembers() []*bundle.Bundle {
 			continue
 		}
 		b, err := bundle.Load(p, d.req.Namespace, name)
-		if err != nil || b.Address != d.b.Address {
+		switch {
+		case err != nil:
+			passed = append(passed, fmt.Sprintf("container task %s of this sandbox left: %v", name, err))
+			continue
+		case b.Address != d.b.Address:
+			passed = append(passed, fmt.Sprintf("container task %s of this sandbox left: its shim address %q is not the sandbox's", name, b.Address))
+			continue
+		}
+		if prober == nil {
+			prober = liveness.NewProber()
+		}
+		if st := prober.Probe(b); st.Alive {
+			passed = append(passed, fmt.Sprintf("container task %s of this sandbox left: its shim is alive (%s)", name, st.Why))
+			continue
+		}
+		members = append(members, b)
+	}
+	members = append(members, d.strandedMembers(nsDir, prober)...)
+	sort.Slice(members, func(i, j int) bool { return members[i].ID < members[j].ID })
+	return members, passed
+}
+
+// sandboxIDLabel is the annotation CRI puts on a pod's containers, which
+// runc keeps in its state as a config label "key=value".
+const sandboxIDLabel = "io.kubernetes.cri.sandbox-id"
+
+// strandedMembers lists the containers of this sandbox whose task
+// directory containerd already removed while their runc state, processes
+// and cgroups stayed: containerd 2.0–2.3 remove a joined container's
+// bundle when its shim is gone without running any delete for it. They are
+// found in runc's state under this task's runc root, and proven this
+// sandbox's by runc's own record: the label `bundle=<this namespace's
+// state dir>/<id>` (a task of this containerd, whose directory is gone) and
+// the CRI label naming this sandbox. Their processes are then killed only
+// by runc's pid and start time, or cgroup membership, as for any task.
+func (d *deletion) strandedMembers(nsDir string, prober *liveness.Prober) []*bundle.Bundle {
+	if d.b.RuncRoot != bundle.DefaultRuncRoot {
+		// Load looks for the state of a missing task directory under the
+		// default root only.
+		return nil
+	}
+	entries, err := os.ReadDir(filepath.Join(d.b.RuncRoot, d.req.Namespace))
+	if err != nil {
+		return nil
+	}
+	var out []*bundle.Bundle
+	for _, e := range entries {
+		id := e.Name()
+		if id == d.req.ID || !e.IsDir() || bundle.ValidateID(id) != nil {
+			continue
+		}
+		p := filepath.Join(nsDir, id)
+		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+			continue // its task directory exists (or cannot be told): not stranded
+		}
+		b, err := bundle.Load(p, d.req.Namespace, id)
+		if err != nil || b.State == nil {
+			continue
+		}
+		sb, _ := b.State.Config.Label(sandboxIDLabel)
+		dir, _ := b.State.Config.Label("bundle")
+		if sb != d.req.ID || filepath.Clean(dir) != p {
 			continue
 		}
 		if prober == nil {
@@ -112,8 +176,7 @@ func (d *deletion) sandboxMembers() []*bundle.Bundle {
 		if prober.Probe(b).Alive {
 			continue
 		}
-		members = append(members, b)
+		out = append(out, b)
 	}
-	sort.Slice(members, func(i, j int) bool { return members[i].ID < members[j].ID })
-	return members
+	return out
 }
