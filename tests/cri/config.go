@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/tests/harness"
 )
@@ -77,41 +78,90 @@ func SetupFor(version string) (Setup, error) {
 	return SetupRuntimeType, nil
 }
 
-const criRuntimes = `plugins."io.containerd.grpc.v1.cri".containerd.runtimes`
+// ConfigVersion is the version of containerd's configuration file: 2 on
+// containerd 1.6 and 1.7 (CRI plugin io.containerd.grpc.v1.cri), 3 on 2.x
+// (CRI split into io.containerd.cri.v1.runtime and io.containerd.cri.v1.images).
+type ConfigVersion int
 
-// HandlerConfig renders the containerd configuration (config version 2)
-// of runtime handler name served by our shim with set-up s. shimPath is the
-// shim binary; only SetupRuntimePath writes it into the configuration
+const (
+	ConfigV2 ConfigVersion = 2
+	ConfigV3 ConfigVersion = 3
+)
+
+// ConfigVersionFor returns the configuration version the README gives for a
+// containerd version string: 3 from 2.0 on, 2 before.
+func ConfigVersionFor(version string) (ConfigVersion, error) {
+	m := versionRE.FindStringSubmatch(version)
+	if m == nil {
+		return 0, fmt.Errorf("containerd version %q: no major.minor.patch", version)
+	}
+	if major, _ := strconv.Atoi(m[1]); major >= 2 {
+		return ConfigV3, nil
+	}
+	return ConfigV2, nil
+}
+
+// CRI plugins of each configuration version: where the runtime handlers
+// are (criRuntimePlugin) and where the snapshotter and sandbox image are
+// (criImagesPlugin).
+func criRuntimePlugin(v ConfigVersion) string {
+	if v >= ConfigV3 {
+		return `plugins.'io.containerd.cri.v1.runtime'`
+	}
+	return `plugins."io.containerd.grpc.v1.cri"`
+}
+
+func criImagesPlugin(v ConfigVersion) string {
+	if v >= ConfigV3 {
+		return `plugins.'io.containerd.cri.v1.images'`
+	}
+	return `plugins."io.containerd.grpc.v1.cri"`
+}
+
+// tomlString quotes s as containerd writes its configuration of that
+// version: basic strings in version 2 (as 1.x's `config default`),
+// literal strings in version 3 (as 2.x's), unless s holds a quote or a
+// control character.
+func tomlString(v ConfigVersion, s string) string {
+	if v >= ConfigV3 && !strings.ContainsAny(s, "'\n\r\t") {
+		return "'" + s + "'"
+	}
+	return strconv.Quote(s)
+}
+
+// HandlerConfig renders the containerd configuration (version v) of runtime
+// handler name served by our shim with set-up s. shimPath is the shim
+// binary; only SetupRuntimePath writes it into the configuration
 // (SetupRuntimeType relies on containerd's PATH). The runc options table of
 // SetupRuntimePath sets SystemdCgroup = false, as the test machine has no
 // systemd; with kubelet's systemd cgroup driver it must be true.
-func HandlerConfig(s Setup, name, shimPath string) string {
-	t := criRuntimes + "." + name
+func HandlerConfig(v ConfigVersion, s Setup, name, shimPath string) string {
+	t := criRuntimePlugin(v) + ".containerd.runtimes." + name
 	switch s {
 	case SetupRuntimePath:
 		return fmt.Sprintf(`[%s]
-  runtime_type = "io.containerd.runc.v2"
-  runtime_path = %q
+  runtime_type = %s
+  runtime_path = %s
   [%s.options]
     SystemdCgroup = false
-`, t, shimPath, t)
+`, t, tomlString(v, "io.containerd.runc.v2"), tomlString(v, shimPath), t)
 	default:
 		return fmt.Sprintf(`[%s]
-  runtime_type = "io.containerd.runc.v2-robust"
-`, t)
+  runtime_type = %s
+`, t, tomlString(v, "io.containerd.runc.v2-robust"))
 	}
 }
 
 // UpstreamHandlerConfig renders the handler served by upstream's runc shim
 // (containerd-shim-runc-v2, found on containerd's PATH), the same on every
-// containerd.
-func UpstreamHandlerConfig(name string) string {
-	t := criRuntimes + "." + name
+// containerd of configuration version v.
+func UpstreamHandlerConfig(v ConfigVersion, name string) string {
+	t := criRuntimePlugin(v) + ".containerd.runtimes." + name
 	return fmt.Sprintf(`[%s]
-  runtime_type = "io.containerd.runc.v2"
+  runtime_type = %s
   [%s.options]
     SystemdCgroup = false
-`, t, t)
+`, t, tomlString(v, "io.containerd.runc.v2"), t)
 }
 
 // RuntimeClassManifest is the Kubernetes RuntimeClass that sends pods to
@@ -129,24 +179,49 @@ handler: %s
 // unpacked into.
 const Snapshotter = "overlayfs"
 
-// daemonConfig renders the whole private configuration: paths (harness's
-// base configuration), the CRI plugin as the issue found it runs on these
-// machines (restricted OOM score adjustment, empty CNI directories), and the
-// two handlers side by side.
+// daemonConfig renders the whole private configuration in the daemon's
+// configuration version: paths (harness's base configuration), the CRI
+// plugin as the issue found it runs on these machines (restricted OOM score
+// adjustment, empty CNI directories: every pod uses the host's network, so
+// no CNI plugin is ever called), and the two handlers side by side.
 func (d *Daemon) daemonConfig() string {
-	return harness.BaseConfig(d.Root, d.State, d.Address, d.TTRPCAddress) + fmt.Sprintf(`
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = %q
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = %q
-    conf_dir = %q
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = %q
-    default_runtime_name = %q
+	v := d.ConfigVersion
+	base := harness.BaseConfig(d.Root, d.State, d.Address, d.TTRPCAddress)
+	q := func(s string) string { return tomlString(v, s) }
+	var cri string
+	if v >= ConfigV3 {
+		// harness renders version 2; its top-level keys ([grpc], [ttrpc],
+		// [debug], root, state, disabled_plugins) are the same in 3.
+		base = "version = 3\n" + strings.TrimPrefix(base, "version = 2\n")
+		rt, img := criRuntimePlugin(v), criImagesPlugin(v)
+		cri = fmt.Sprintf(`
+[%[1]s]
+  snapshotter = %[3]s
+  [%[1]s.pinned_images]
+    sandbox = %[4]s
 
-%s
-%s`, d.cfg.SandboxImage, d.CNIBinDir, d.CNIConfDir, Snapshotter, HandlerRunc,
-		UpstreamHandlerConfig(HandlerRunc),
-		HandlerConfig(d.Setup, HandlerRobust, d.ShimPath(ShimRobustBinary)))
+[%[2]s]
+  restrict_oom_score_adj = true
+  [%[2]s.cni]
+    bin_dirs = [%[5]s]
+    conf_dir = %[6]s
+  [%[2]s.containerd]
+    default_runtime_name = %[7]s
+`, img, rt, q(Snapshotter), q(d.cfg.SandboxImage), q(d.CNIBinDir), q(d.CNIConfDir), q(HandlerRunc))
+	} else {
+		p := criRuntimePlugin(v)
+		cri = fmt.Sprintf(`
+[%[1]s]
+  sandbox_image = %[2]s
+  restrict_oom_score_adj = true
+  [%[1]s.cni]
+    bin_dir = %[3]s
+    conf_dir = %[4]s
+  [%[1]s.containerd]
+    snapshotter = %[5]s
+    default_runtime_name = %[6]s
+`, p, q(d.cfg.SandboxImage), q(d.CNIBinDir), q(d.CNIConfDir), q(Snapshotter), q(HandlerRunc))
+	}
+	return base + cri + "\n" + UpstreamHandlerConfig(v, HandlerRunc) + "\n" +
+		HandlerConfig(v, d.Setup, HandlerRobust, d.ShimPath(ShimRobustBinary))
 }

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/delegate"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/tests/harness"
 )
 
@@ -40,6 +41,9 @@ type DaemonConfig struct {
 	SandboxImage string
 	// Dir is the parent of the daemon's temp directory ("" = os.TempDir()).
 	Dir string
+	// Setup is the set-up of the robust handler; nil means the one the
+	// README recommends for the daemon's version (SetupFor).
+	Setup *Setup
 }
 
 // Daemon is one private containerd with the CRI plugin: its own root,
@@ -59,9 +63,11 @@ type Daemon struct {
 	CNIConfDir   string
 	LogPath      string
 	// Version is `containerd --version`'s version field, known before the
-	// first start; Setup is the handler set-up chosen for it.
-	Version string
-	Setup   Setup
+	// first start; Setup is the robust handler's set-up and ConfigVersion
+	// the configuration file's version (2 on 1.x, 3 on 2.x).
+	Version       string
+	Setup         Setup
+	ConfigVersion ConfigVersion
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -85,24 +91,32 @@ func NewDaemon(cfg DaemonConfig) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Setup != nil {
+		setup = *cfg.Setup
+	}
+	cv, err := ConfigVersionFor(version)
+	if err != nil {
+		return nil, err
+	}
 	dir, err := os.MkdirTemp(cfg.Dir, "cri-containerd-")
 	if err != nil {
 		return nil, err
 	}
 	d := &Daemon{
-		cfg:          cfg,
-		Dir:          dir,
-		Root:         filepath.Join(dir, "root"),
-		State:        filepath.Join(dir, "state"),
-		Address:      filepath.Join(dir, "containerd.sock"),
-		TTRPCAddress: filepath.Join(dir, "containerd.sock.ttrpc"),
-		ConfigPath:   filepath.Join(dir, "config.toml"),
-		BinDir:       filepath.Join(dir, "bin"),
-		CNIBinDir:    filepath.Join(dir, "cni", "bin"),
-		CNIConfDir:   filepath.Join(dir, "cni", "conf"),
-		LogPath:      filepath.Join(dir, "containerd.log"),
-		Version:      version,
-		Setup:        setup,
+		cfg:           cfg,
+		Dir:           dir,
+		Root:          filepath.Join(dir, "root"),
+		State:         filepath.Join(dir, "state"),
+		Address:       filepath.Join(dir, "containerd.sock"),
+		TTRPCAddress:  filepath.Join(dir, "containerd.sock.ttrpc"),
+		ConfigPath:    filepath.Join(dir, "config.toml"),
+		BinDir:        filepath.Join(dir, "bin"),
+		CNIBinDir:     filepath.Join(dir, "cni", "bin"),
+		CNIConfDir:    filepath.Join(dir, "cni", "conf"),
+		LogPath:       filepath.Join(dir, "containerd.log"),
+		Version:       version,
+		Setup:         setup,
+		ConfigVersion: cv,
 	}
 	for _, p := range []string{d.Root, d.State, d.BinDir, d.CNIBinDir, d.CNIConfDir} {
 		if err := os.MkdirAll(p, 0o711); err != nil {
@@ -168,9 +182,11 @@ func (d *Daemon) Start(ctx context.Context) error {
 	}
 	fmt.Fprintf(logf, "=== start %s\n", time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(d.cfg.Binary, "--config", d.ConfigPath)
+	// No delegate named from outside: our shim must find the upstream shim
+	// installed next to it, as the README's set-up has it.
 	env := []string{}
 	for _, e := range os.Environ() {
-		if !strings.HasPrefix(e, "PATH=") {
+		if !strings.HasPrefix(e, "PATH=") && !strings.HasPrefix(e, delegate.EnvDelegate+"=") {
 			env = append(env, e)
 		}
 	}

@@ -5,11 +5,16 @@
 // It owns:
 //   - the containerd configuration of the runtime handlers, rendered once
 //     (HandlerConfig, RuntimeClassManifest) for the daemons under test and
-//     for the README snippet, so that the documented set-up is the tested
-//     one;
+//     for the README snippets, so that the documented set-up is the tested
+//     one: configuration version 2 (CRI plugin io.containerd.grpc.v1.cri)
+//     on containerd 1.6 and 1.7, version 3 (io.containerd.cri.v1.runtime
+//     and io.containerd.cri.v1.images) on 2.x, each with the runtime type
+//     and the runtime path set-ups;
 //   - Daemon: a containerd started from a given binary with the CRI plugin
 //     enabled and everything private (root, state, sockets, empty CNI
-//     directories, a bin directory first on its PATH holding the shims),
+//     directories — pods use the host's network, so no CNI plugin is
+//     needed —, a bin directory first on its PATH holding our shim and that
+//     line's upstream shim, which ours finds next to itself and execs),
 //     with a containerd client and CRI runtime and image clients; killed and
 //     restarted with the same configuration;
 //   - BuildImage and Daemon.ImportImage: a one-layer OCI image made from

@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"github.com/containerd/containerd/namespaces"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/bundle"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/tests/harness"
 )
 
@@ -59,7 +61,7 @@ type Pod struct {
 	Tasks      []*Task        // sandbox first
 	Shims      []harness.Proc // the pod's shim(s): parents of the tasks' inits
 	ShimExes   []string       // /proc/<shim>/exe of each
-	ShimSocket []string       // sockets named in the tasks' `address` files
+	ShimSocket []string       // sockets named in the tasks' `address` (1.x) or bootstrap.json (2.x)
 	Procs      []harness.Proc // every process in the tasks' cgroups at start
 }
 
@@ -202,11 +204,11 @@ func (p *Pod) record(ctx context.Context) error {
 			p.Shims = append(p.Shims, shim)
 			p.ShimExes = append(p.ShimExes, exe)
 		}
-		data, err := os.ReadFile(filepath.Join(t.Bundle, "address"))
+		s, err := shimSocket(t.Bundle)
 		if err != nil {
 			return fmt.Errorf("record %s: %w", t.Role, err)
 		}
-		if s := strings.TrimPrefix(strings.TrimSpace(string(data)), "unix://"); !sockets[s] {
+		if !sockets[s] {
 			sockets[s] = true
 			p.ShimSocket = append(p.ShimSocket, s)
 		}
@@ -245,6 +247,31 @@ func (p *Pod) record(ctx context.Context) error {
 		p.Procs = append(p.Procs, pr)
 	}
 	return nil
+}
+
+// shimSocket reads the shim's socket path from a task directory as
+// containerd 2.x writes it (bootstrap.json) or 1.6/1.7 do (address).
+func shimSocket(bundleDir string) (string, error) {
+	var addr string
+	if data, err := os.ReadFile(filepath.Join(bundleDir, bundle.BootstrapFile)); err == nil {
+		var b bundle.Bootstrap
+		if err := json.Unmarshal(data, &b); err != nil {
+			return "", fmt.Errorf("%s: %w", bundle.BootstrapFile, err)
+		}
+		addr = b.Address
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	} else {
+		data, err := os.ReadFile(filepath.Join(bundleDir, bundle.AddressFile))
+		if err != nil {
+			return "", fmt.Errorf("neither %s nor %s: %w", bundle.BootstrapFile, bundle.AddressFile, err)
+		}
+		addr = strings.TrimSpace(string(data))
+	}
+	if !strings.HasPrefix(addr, "unix://") || len(addr) == len("unix://") {
+		return "", fmt.Errorf("shim address %q in %s is not unix://PATH", addr, bundleDir)
+	}
+	return strings.TrimPrefix(addr, "unix://"), nil
 }
 
 // shimOf returns the parent of initPid after checking that its command line

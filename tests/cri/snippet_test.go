@@ -1,6 +1,7 @@
 package cri
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -17,9 +18,12 @@ func TestREADMESnippet(t *testing.T) {
 	}
 	blocks := fencedBlocks(string(data))
 	want := map[string]string{
-		"toml, runtime type": "version = 2\n" + HandlerConfig(SetupRuntimeType, HandlerRobust, InstallPath),
-		"toml, runtime path": "version = 2\n" + HandlerConfig(SetupRuntimePath, HandlerRobust, InstallPath),
 		"yaml, RuntimeClass": RuntimeClassManifest(HandlerRobust),
+	}
+	for _, v := range []ConfigVersion{ConfigV2, ConfigV3} {
+		for _, s := range []Setup{SetupRuntimeType, SetupRuntimePath} {
+			want[fmt.Sprintf("toml, config version %d, %s", v, s)] = fmt.Sprintf("version = %d\n", v) + HandlerConfig(v, s, HandlerRobust, InstallPath)
+		}
 	}
 	for name, w := range want {
 		lang := strings.SplitN(name, ",", 2)[0]
@@ -66,6 +70,8 @@ func TestSetupFor(t *testing.T) {
 		{"1.7.1", SetupRuntimePath},
 		{"1.7.35+unknown", SetupRuntimePath},
 		{"v2.0.0", SetupRuntimePath},
+		{"v2.3.7", SetupRuntimePath},
+		{"v2.4.2", SetupRuntimePath},
 		{"1.5.18", SetupRuntimeType},
 	} {
 		t.Run(tc.version, func(t *testing.T) {
@@ -77,5 +83,25 @@ func TestSetupFor(t *testing.T) {
 	}
 	if _, err := SetupFor("unknown"); err == nil {
 		t.Error(`SetupFor("unknown"): no error`)
+	}
+}
+
+func TestConfigVersionFor(t *testing.T) {
+	for version, want := range map[string]ConfigVersion{
+		"1.6.20~ds1": ConfigV2, "v1.7.35": ConfigV2, "v2.3.7": ConfigV3, "v2.4.2": ConfigV3,
+	} {
+		if got, err := ConfigVersionFor(version); err != nil || got != want {
+			t.Errorf("ConfigVersionFor(%q) = %v, %v; want %v", version, got, err, want)
+		}
+	}
+}
+
+func TestContainerRunsNoDelete(t *testing.T) {
+	for version, want := range map[string]bool{
+		"1.6.20~ds1": false, "v1.7.35": false, "v2.0.0": true, "v2.3.7": true, "v2.4.2": false, "v2.5.0": false,
+	} {
+		if got := containerRunsNoDelete(version); got != want {
+			t.Errorf("containerRunsNoDelete(%q) = %v, want %v", version, got, want)
+		}
 	}
 }
