@@ -64,11 +64,24 @@ type Set struct {
 // never nil. An empty Set with no evidence is not an error. Find does not
 // check that the directories exist.
 func Find(ev Evidence) (*Set, []error) {
+	sets, errs := FindEach(ev)
+	return sets[0], errs[0]
+}
+
+// FindEach is Find for each evidence in turn, against one reading of the
+// mount table (mountinfo is read once: its cost grows with the number of
+// mounts on the host).
+func FindEach(evs ...Evidence) ([]*Set, [][]error) {
+	sets, errs := make([]*Set, len(evs)), make([][]error, len(evs))
 	t, err := loadTable()
-	if err != nil {
-		return &Set{}, []error{fmt.Errorf("find cgroups: %w", err)}
+	for i, ev := range evs {
+		if err != nil {
+			sets[i], errs[i] = &Set{}, []error{fmt.Errorf("find cgroups: %w", err)}
+			continue
+		}
+		sets[i], errs[i] = t.find(ev)
 	}
-	return t.find(ev)
+	return sets, errs
 }
 
 // resolve returns the set's directories with what is known about them,

@@ -163,7 +163,7 @@ func usage(w io.Writer) {
 	fmt.Fprintf(w, `Usage:
   %[1]s -namespace NS -id ID [-bundle DIR] [--state-dir DIR] [--force] [--format text|json] delete
       delete a task whose shim is dead (containerd runs this; so can you, from any directory)
-  %[1]s gc [--state-dir DIR] [--older-than DURATION] [--dry-run] [--format text|json]
+  %[1]s gc [--config FILE] [--state-dir DIR] [--parallel N] [--older-than DURATION] [--dry-run] [--format text|json]
       delete every orphaned runc v2 task (see "%[1]s gc -h")
   %[1]s -v
       this binary's version and its delegate's

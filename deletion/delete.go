@@ -16,6 +16,7 @@ import (
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/bundle"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/cgroups"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/internal/failpoint"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/liveness"
 )
 
 // DefaultTimeout bounds a whole delete. containerd gives the delete command
@@ -188,6 +189,10 @@ type deletion struct {
 	// removeLeft is set by remove when the task directory could not be
 	// removed whole.
 	removeLeft bool
+	// stateUntrusted is set by load when runc's state is not this
+	// container's (stateMatchesBundle): the runtime's delete, which would
+	// act on it, is not run.
+	stateUntrusted bool
 }
 
 // unsafe returns ErrUnsafe, with why, when the task directory had to be
@@ -335,14 +340,67 @@ func (d *deletion) load(ctx context.Context, s *StepReport) {
 	case b.InitPid > 0:
 		d.rep.Pid = b.InitPid
 	}
-	set, errs := cgroups.Find(evidence(b))
+	ev := evidence(b)
+	checkPath, checkSystemd := stateCheck(b)
+	sets, errs := cgroups.FindEach(ev,
+		cgroups.Evidence{CgroupsPath: checkPath, Systemd: checkSystemd},
+		cgroups.Evidence{StatePaths: ev.StatePaths})
+	set, setErrs := sets[0], errs[0]
+	if err := stateMatchesBundle(checkPath, sets[1], sets[2]); err != nil {
+		// A runc state whose cgroups are not the bundle's names another
+		// container (or is forged): it proves nothing, and neither it nor
+		// the runtime (which would act on it) is used.
+		s.problem(err)
+		d.stateUntrusted = true
+		b.State = nil
+		set, setErrs = cgroups.Find(evidence(b))
+	}
 	d.cgroups = set
-	for _, e := range errs {
+	for _, e := range setErrs {
 		s.problem(fmt.Errorf("cgroups: %w", e))
 	}
 	if s.Outcome == "" {
 		s.done("")
 	}
+}
+
+// stateCheck returns the cgroupsPath against which runc's state is
+// checked (stateMatchesBundle): config.json's, when absolute or in
+// systemd's form, and runc's state exists with cgroup paths; "" (nothing
+// to check) otherwise. A relative cgroupsPath is resolved against the
+// cgroup of whoever resolves it, so it is not compared.
+func stateCheck(b *bundle.Bundle) (path string, systemd bool) {
+	if b.State == nil || len(b.State.CgroupPaths) == 0 || b.Spec == nil || b.Spec.Linux == nil {
+		return "", false
+	}
+	p := b.Spec.Linux.CgroupsPath
+	systemd = (b.Options != nil && b.Options.SystemdCgroup) || (b.State.Config.Cgroups != nil && b.State.Config.Cgroups.Systemd)
+	if p == "" || (!systemd && !strings.HasPrefix(p, "/") && strings.Count(p, ":") != 2) {
+		return "", false
+	}
+	return p, systemd
+}
+
+// stateMatchesBundle checks runc's state against the bundle containerd
+// wrote: the cgroups of runc's state (fromState) must be among the
+// directories config.json's cgroupsPath maps to (fromSpec). runc derives
+// one from the other, so they differ only when the state is not this
+// container's. Nothing to compare (no path, or either side found nothing)
+// passes.
+func stateMatchesBundle(path string, fromSpec, fromState *cgroups.Set) error {
+	if path == "" || len(fromSpec.Dirs) == 0 || len(fromState.Dirs) == 0 {
+		return nil
+	}
+	spec := map[string]bool{}
+	for _, d := range fromSpec.Dirs {
+		spec[d] = true
+	}
+	for _, d := range fromState.Dirs {
+		if !spec[d] {
+			return fmt.Errorf("runc state: its cgroup %s is not one of the bundle's (cgroupsPath %q): the state is not this container's, not used", d, path)
+		}
+	}
+	return nil
 }
 
 // evidence is what the bundle tells about the container's cgroups.
@@ -380,6 +438,13 @@ func (d *deletion) kill(ctx context.Context, s *StepReport) {
 		initWhat   string
 	)
 	switch {
+	case b.State != nil && b.State.InitProcessPid > 0 && len(d.cgroups.Dirs) > 0 && !d.cgroups.Contains(b.State.InitProcessPid):
+		// runc puts its init in the container's cgroups: a live process
+		// with the recorded start time outside them is not the init.
+		pid := b.State.InitProcessPid
+		if st, err := liveness.ReadStat(pid); err == nil && !st.Exited() && st.Start == b.State.InitProcessStartTime {
+			s.problem(fmt.Errorf("runc state's init %d has the recorded start time but is not in the container's cgroups: not signalled", pid))
+		}
 	case b.State != nil && b.State.InitProcessPid > 0:
 		pid, st := b.State.InitProcessPid, b.State.InitProcessStartTime
 		initWhat = fmt.Sprintf("init %d (start time verified)", pid)

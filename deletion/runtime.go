@@ -61,6 +61,8 @@ func (d *deletion) runtimeDelete(ctx context.Context, s *StepReport) {
 func (d *deletion) runtimeOwns() string {
 	st := d.b.State
 	switch {
+	case d.stateUntrusted:
+		return ""
 	case st == nil:
 		return "runc's state could not be read"
 	case d.survivors:

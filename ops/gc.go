@@ -11,8 +11,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/bundle"
@@ -50,7 +52,38 @@ type GCOptions struct {
 	Namespace string
 	// Metrics, when not nil, records every delete and the run.
 	Metrics *Metrics
+	// Parallel bounds the deletes that run at the same time; 0 or less
+	// means DefaultParallel(). The report does not depend on it: tasks are
+	// listed in the same order (namespace, then id) whatever the order in
+	// which their deletes end.
+	Parallel int
+	// Progress, when not nil, is called when the deletes start (all
+	// counts 0) and each time one ends, never concurrently. It is not
+	// called in a dry run, nor when there is nothing to delete.
+	Progress func(GCProgress)
+	// StateDirFrom says where StateDir came from (e.g. "--state-dir",
+	// "state in /etc/containerd/config.toml"); StateDirNote says how it
+	// was understood (e.g. that a containerd state root was given). Both
+	// are copied to the report as they are; "" leaves them out.
+	StateDirFrom, StateDirNote string
 }
+
+// GCProgress counts the deletes of a gc run so far.
+type GCProgress struct {
+	// Deleted and Failed count the deletes that ended GCDeleted and
+	// GCFailed; Left the orphans left at the last moment (changed or
+	// alive again when their turn came: see GCTask.Why).
+	Deleted, Failed, Left int
+	// Total is the number of orphans gc is to delete.
+	Total int
+}
+
+// Done reports whether every orphan has been dealt with.
+func (p GCProgress) Done() bool { return p.Deleted+p.Failed+p.Left >= p.Total }
+
+// DefaultParallel is gc's default bound on deletes at a time: the number
+// of CPUs this process may use, at least 1.
+func DefaultParallel() int { return max(1, runtime.NumCPU()) }
 
 // GCStatus is what gc found a task directory to be.
 type GCStatus string
@@ -97,6 +130,10 @@ type GCTask struct {
 	Delete *DeleteRecord `json:"delete,omitempty"`
 
 	report *deletion.Report
+	// mtime (of the task directory) and address (the shim's) are what
+	// the sweep saw, for recheck.
+	mtime   time.Time
+	address string
 }
 
 // Kinds of residue gc reports outside task directories.
@@ -115,7 +152,7 @@ const (
 )
 
 // ResidueKinds lists every kind of residue.
-var ResidueKinds = []string{ResidueRuncState, ResidueCgroup, ResiduePartialRemoval}
+var ResidueKinds = []string{ResidueRuncState, ResidueCgroup, ResiduePartialRemoval, ResidueSystemdScope}
 
 // GCResidue is one thing outside the task directories that gc attributes to
 // a dead task. gc only reports it: nothing is deleted on its say-so.
@@ -129,7 +166,10 @@ type GCResidue struct {
 
 // GCReport is what one gc run saw and did.
 type GCReport struct {
-	StateDir         string    `json:"state_dir"`
+	StateDir string `json:"state_dir"`
+	// StateDirFrom and StateDirNote are GCOptions' (omitted when empty).
+	StateDirFrom     string    `json:"state_dir_from,omitempty"`
+	StateDirNote     string    `json:"state_dir_note,omitempty"`
 	RuncRoots        []string  `json:"runc_roots"`
 	Namespace        string    `json:"namespace,omitempty"`
 	OlderThanSeconds float64   `json:"older_than_seconds"`
@@ -173,6 +213,11 @@ func (g *GCReport) Failed() bool {
 // whose liveness cannot be ruled out, is never touched. Task directories
 // that are not recognisably runc v2 (see runcEvidence) are left.
 //
+// It first looks at every task directory (namespaces and ids in name
+// order), then runs the orphans' deletes, opts.Parallel at a time,
+// reporting each end to opts.Progress. The report lists the tasks in the
+// order they were looked at, whatever the order in which deletes end.
+//
 // After the deletes it scans for residue outside task directories that it
 // can attribute to a dead task (runc state, cgroups, containerd's
 // half-done removals) and reports it without touching it.
@@ -191,8 +236,13 @@ func GC(ctx context.Context, opts GCOptions) *GCReport {
 	if err != nil {
 		stateDir = opts.StateDir
 	}
+	if opts.Parallel <= 0 {
+		opts.Parallel = DefaultParallel()
+	}
 	g := &GCReport{
 		StateDir:         stateDir,
+		StateDirFrom:     opts.StateDirFrom,
+		StateDirNote:     opts.StateDirNote,
 		Namespace:        opts.Namespace,
 		OlderThanSeconds: opts.OlderThan.Seconds(),
 		DryRun:           opts.DryRun,
@@ -236,7 +286,8 @@ type gcRun struct {
 
 func (g *GCReport) problem(err error) { g.Problems = append(g.Problems, err.Error()) }
 
-// sweep walks <state>/<ns>/<id> and deletes the orphans.
+// sweep walks <state>/<ns>/<id>, lists every task directory in order and
+// deletes the orphans (deleteAll).
 func (r *gcRun) sweep(ctx context.Context) {
 	nss, err := readDirNames(r.stateDir)
 	if err != nil {
@@ -249,6 +300,8 @@ func (r *gcRun) sweep(ctx context.Context) {
 		return
 	}
 	r.prober = liveness.NewProber()
+	var orphans []int // indexes in r.g.Tasks of the tasks to delete
+	defer func() { r.deleteAll(ctx, orphans) }()
 	for _, ns := range nss {
 		if r.opts.Namespace != "" && ns != r.opts.Namespace {
 			continue
@@ -268,79 +321,181 @@ func (r *gcRun) sweep(ctx context.Context) {
 				r.g.problem(fmt.Errorf("gc stopped: %w", ctx.Err()))
 				return
 			}
-			r.task(ctx, ns, id)
+			t, ok := r.task(ns, id)
+			if !ok {
+				continue
+			}
+			t.AgeSeconds = t.Age.Seconds()
+			if t.Status == GCOrphan && !r.opts.DryRun {
+				orphans = append(orphans, len(r.g.Tasks))
+			}
+			r.g.Tasks = append(r.g.Tasks, t)
 		}
 	}
 }
 
-// task looks at one entry of a namespace directory and deletes it when it
-// is an orphan.
-func (r *gcRun) task(ctx context.Context, ns, name string) {
+// task looks at one entry of a namespace directory: ok is false when it is
+// not a task directory but containerd's half-done removal (residue). It
+// deletes nothing: an orphan's delete is deleteAll's.
+func (r *gcRun) task(ns, name string) (t GCTask, ok bool) {
 	path := filepath.Join(r.stateDir, ns, name)
 	if removing, ok := strings.CutPrefix(name, "."); ok && bundle.ValidateID(removing) == nil {
 		r.g.Residue = append(r.g.Residue, GCResidue{
 			Kind: ResiduePartialRemoval, Namespace: ns, ID: removing, Paths: []string{path},
 			Detail: "containerd renamed this task directory for removal and did not finish (it may hold a mount): look before removing it",
 		})
-		return
+		return t, false
 	}
-	t := GCTask{Namespace: ns, ID: name, Path: path, Status: GCSkipped, Action: GCLeft}
-	defer func() {
-		t.AgeSeconds = t.Age.Seconds()
-		r.g.Tasks = append(r.g.Tasks, t)
-	}()
+	t = GCTask{Namespace: ns, ID: name, Path: path, Status: GCSkipped, Action: GCLeft}
 	fi, err := os.Lstat(path)
 	switch {
 	case err != nil:
 		t.Why = fmt.Sprintf("cannot stat: %v", err)
-		return
+		return t, true
 	case !fi.IsDir():
 		t.Why = "not a directory"
-		return
+		return t, true
 	}
-	t.Age = time.Since(fi.ModTime())
+	t.Age, t.mtime = time.Since(fi.ModTime()), fi.ModTime()
 	if err := bundle.ValidateID(name); err != nil {
 		t.Why = err.Error()
-		return
+		return t, true
 	}
 	b, err := bundle.Load(path, ns, name)
 	if err != nil {
 		t.Why = err.Error()
-		return
+		return t, true
 	}
 	r.roots[b.RuncRoot] = true
 	if ok, why := runcEvidence(path, b); !ok {
 		t.Why = why
-		return
+		return t, true
 	}
 	st := r.prober.Probe(b)
 	if st.Alive {
 		t.Status, t.Why = GCLive, "shim alive: "+st.Why
-		return
+		return t, true
 	}
+	t.address = b.Address
 	if t.Age > r.g.OldestOrphan {
 		r.g.OldestOrphan = t.Age
 	}
 	if t.Age < r.opts.OlderThan {
 		t.Status = GCYoung
 		t.Why = fmt.Sprintf("shim dead (%s), but younger than %s", st.Why, r.opts.OlderThan)
-		return
+		return t, true
 	}
 	t.Status, t.Why = GCOrphan, "shim dead: "+st.Why
 	if r.opts.DryRun {
 		t.Action = GCWouldDelete
+	}
+	return t, true
+}
+
+// deleteAll deletes the orphans r.g.Tasks[i] for i in idx, at most
+// opts.Parallel at a time. Each delete is independent: deletion.Delete
+// locks its task directory, and each writes only its own GCTask, so the
+// report is the one a sequential sweep makes. When ctx ends, the deletes
+// not started are not started: their tasks are left, and say so.
+func (r *gcRun) deleteAll(ctx context.Context, idx []int) {
+	if len(idx) == 0 {
 		return
 	}
-	rep, err := deletion.Delete(ctx, deletion.Request{Namespace: ns, ID: name, Bundle: path})
+	var (
+		mu   sync.Mutex // p, Progress, r.g.Problems
+		p    = GCProgress{Total: len(idx)}
+		wg   sync.WaitGroup
+		next = make(chan int)
+	)
+	progress := func() {
+		if r.opts.Progress != nil {
+			r.opts.Progress(p)
+		}
+	}
+	progress()
+	for range min(r.opts.Parallel, len(idx)) {
+		wg.Go(func() {
+			for i := range next {
+				t := &r.g.Tasks[i]
+				err := r.delete(ctx, t)
+				mu.Lock()
+				switch t.Action {
+				case GCDeleted:
+					p.Deleted++
+				case GCFailed:
+					p.Failed++
+				default:
+					p.Left++
+				}
+				if err != nil {
+					r.g.problem(err)
+				}
+				progress()
+				mu.Unlock()
+			}
+		})
+	}
+	started := 0
+feed:
+	for _, i := range idx {
+		select {
+		case next <- i:
+			started++
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if started < len(idx) {
+		for _, i := range idx[started:] {
+			r.g.Tasks[i].Why += "; not deleted: gc stopped first"
+		}
+		r.g.problem(fmt.Errorf("gc stopped: %w: %d orphans not deleted", ctx.Err(), len(idx)-started))
+	}
+}
+
+// delete deletes one orphan, unless it changed since the sweep looked at
+// it (recheck), and records the delete in t and in the metrics; the error
+// is the metrics'.
+func (r *gcRun) delete(ctx context.Context, t *GCTask) error {
+	if why := r.recheck(t); why != "" {
+		t.Why += "; not deleted: " + why
+		return nil
+	}
+	rep, err := deletion.Delete(ctx, deletion.Request{Namespace: t.Namespace, ID: t.ID, Bundle: t.Path})
 	rec := NewDeleteRecord(rep, err, "", TriggerGC)
 	t.Delete, t.report = &rec, rep
 	t.Action = GCDeleted
 	if rec.Result != ResultDeleted {
 		t.Action = GCFailed
 	}
-	if err := r.opts.Metrics.RecordDelete(rec); err != nil {
-		r.g.problem(err)
+	return r.opts.Metrics.RecordDelete(rec)
+}
+
+// recheck looks at an orphan again just before its delete, which may come
+// long after the sweep looked at it: it returns why the task directory is
+// no longer the orphan the sweep saw ("" when it still is): its mtime
+// changed (containerd may have made a new task of the same id: it writes a
+// task directory's files by renaming them into place), or the shim's
+// socket it named now answers. Its action then stays GCLeft. A task
+// directory gone meanwhile (containerd, or the delete of its sandbox,
+// removed it) is still an orphan: its delete finds it gone and finishes
+// what is left (runc state, cgroups), as a second delete does. It reads no
+// file of the task directory: the delete does.
+func (r *gcRun) recheck(t *GCTask) string {
+	fi, err := os.Lstat(t.Path)
+	switch {
+	case err != nil:
+		return "" // gone (see above), or the delete reports it
+	case !fi.ModTime().Equal(t.mtime):
+		return fmt.Sprintf("changed since gc looked at it (mtime %s, was %s)", fi.ModTime().Format(time.RFC3339Nano), t.mtime.Format(time.RFC3339Nano))
 	}
+	b := &bundle.Bundle{Path: t.Path, Namespace: t.Namespace, ID: t.ID, Address: t.address}
+	if st := r.prober.Probe(b); st.Alive {
+		return "its shim answers now: " + st.Why
+	}
+	return ""
 }
 
 // runcEvidence says whether a task directory is recognisably runc v2's: a
@@ -420,6 +575,7 @@ func (r *gcRun) scanResidue() {
 		r.scanRuncRoot(root)
 	}
 	r.scanCgroups()
+	r.scanSystemdScopes()
 }
 
 // runcStateFile is the part of runc's state.json the residue scan reads.
@@ -567,6 +723,9 @@ func (g *GCReport) Text() string {
 	fmt.Fprintf(&b, "; %d live, %d younger than %s, %d skipped; %d residue; in %s\n",
 		g.Summary[string(GCLive)], g.Summary[string(GCYoung)], time.Duration(g.OlderThanSeconds*float64(time.Second)),
 		g.Summary[string(GCSkipped)], len(g.Residue), roundDuration(g.DurationSeconds))
+	if g.StateDirNote != "" {
+		fmt.Fprintf(&b, "  note: %s (from %s)\n", g.StateDirNote, g.StateDirFrom)
+	}
 	for _, t := range g.Tasks {
 		label := string(t.Action)
 		if t.Action == GCLeft {
