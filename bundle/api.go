@@ -92,9 +92,10 @@ func (p Problem) Unwrap() error { return p.Err }
 // Decoding the whole spec would cost a fresh delete process half a
 // millisecond of reflection for fields it never reads.
 type Spec struct {
-	Version string     `json:"ociVersion"`
-	Root    *SpecRoot  `json:"root,omitempty"`
-	Linux   *SpecLinux `json:"linux,omitempty"`
+	Version     string            `json:"ociVersion"`
+	Root        *SpecRoot         `json:"root,omitempty"`
+	Linux       *SpecLinux        `json:"linux,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
 // SpecRoot is the spec's root filesystem.

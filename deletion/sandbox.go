@@ -32,11 +32,13 @@ const StepSandbox = "sandbox"
 // waits on its task directory's lock and then finds it gone.
 //
 // It returns a function that waits for those deletes and records the step;
-// it starts nothing (and records no step) for a task that is not a
-// sandbox, for a delete that is itself one of these, or when the task has
-// no socket address to compare.
+// it starts nothing (and records no step) for a task that is not a CRI
+// sandbox (config.json's annotation; CRI is what groups containers into
+// their sandbox's shim, and the check keeps every other delete from
+// reading its neighbours), for a delete that is itself one of these, or
+// when the task has no socket address to compare.
 func (d *deletion) startSandboxTasks(ctx context.Context) (wait func()) {
-	if d.req.sandboxMember || d.b.Missing || d.b.Address == "" {
+	if d.req.sandboxMember || d.b.Missing || d.b.Address == "" || !d.isCRISandbox() {
 		return func() {}
 	}
 	members, passed := d.sandboxMembers()
@@ -127,6 +129,16 @@ func (d *deletion) sandboxMembers() (members []*bundle.Bundle, passed []string) 
 	sort.Slice(members, func(i, j int) bool { return members[i].ID < members[j].ID })
 	return members, passed
 }
+
+// isCRISandbox reports whether config.json says the task is a CRI pod
+// sandbox.
+func (d *deletion) isCRISandbox() bool {
+	return d.b.Spec != nil && d.b.Spec.Annotations[containerTypeAnnotation] == "sandbox"
+}
+
+// containerTypeAnnotation is CRI's annotation of a task's role: "sandbox"
+// or "container".
+const containerTypeAnnotation = "io.kubernetes.cri.container-type"
 
 // sandboxIDLabel is the annotation CRI puts on a pod's containers, which
 // runc keeps in its state as a config label "key=value".

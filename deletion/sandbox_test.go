@@ -63,7 +63,7 @@ func TestSandboxDeletesItsDeadContainers(t *testing.T) {
 		return dir, p.Process.Pid, cgs
 	}
 	sandboxID := testutil.RandID("pod")
-	sandbox := mk(sandboxID, map[string]string{"bootstrap.json": boot(deadSock)})
+	sandbox := mk(sandboxID, map[string]string{"bootstrap.json": boot(deadSock), "config.json": criSandboxSpec})
 	m1, m1pid, m1cg := member(testutil.RandID("ctr-a"), sandboxID, deadSock)
 	m2, m2pid, m2cg := member(testutil.RandID("ctr-b"), sandboxID, deadSock)
 	otherSockDir, otherSockPid, _ := member(testutil.RandID("ctr-othersock"), sandboxID, otherSock)
@@ -112,7 +112,7 @@ func TestSandboxDeletesItsDeadContainers(t *testing.T) {
 	liveSock := filepath.Join(sockDir, "live")
 	testutil.Listen(t, liveSock)
 	sandbox2ID := testutil.RandID("pod")
-	sandbox2 := mk(sandbox2ID, map[string]string{"bootstrap.json": boot(liveSock)})
+	sandbox2 := mk(sandbox2ID, map[string]string{"bootstrap.json": boot(liveSock), "config.json": criSandboxSpec})
 	liveMember, livePid, _ := member(testutil.RandID("ctr-live"), sandbox2ID, liveSock)
 	mustDelete(t, sandbox2, sandbox2ID)
 	if _, err := os.Stat(liveMember); err != nil || !testutil.Alive(livePid) {
@@ -137,8 +137,10 @@ func TestSandboxDeletesStrandedContainers(t *testing.T) {
 	}
 	sock := filepath.Join(t.TempDir(), "s")
 	testutil.DeadSocket(t, sock)
-	if err := os.WriteFile(filepath.Join(sandbox, "address"), []byte("unix://"+sock), 0o644); err != nil {
-		t.Fatal(err)
+	for name, content := range map[string]string{"address": "unix://" + sock, "config.json": criSandboxSpec} {
+		if err := os.WriteFile(filepath.Join(sandbox, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	// stranded leaves runc state (default root) for a container whose task
 	// directory is gone, with a live process in a cgroup of its own.
@@ -185,3 +187,7 @@ func TestSandboxDeletesStrandedContainers(t *testing.T) {
 		}
 	}
 }
+
+// criSandboxSpec is a pod sandbox's config.json as CRI writes it, as far as
+// the delete path reads it.
+const criSandboxSpec = `{"ociVersion":"1.1.0","annotations":{"io.kubernetes.cri.container-type":"sandbox"}}`
