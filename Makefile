@@ -37,9 +37,9 @@ $(BIN)/containerd-%/containerd: tests/daemons/build.sh FORCE
 	if [ -x $@ ] && [ -x $(@D)/containerd-shim-runc-v2 ] && [ -z "$$(find $$dir -newer $@ -type f)" ]; then exit 0; fi; \
 	tests/daemons/build.sh $$dir $(CURDIR)/$(@D)
 
-# Debian's containerd, runc and busybox-static, installed when missing
-# (root); then the daemons built from the module graph.
-deps: debian-deps daemons
+# Debian's containerd, runc, busybox-static, systemd and dbus, installed
+# when missing (root); then the daemons built from the module graph.
+deps: debian-deps systemd-deps daemons
 .PHONY: debian-deps
 debian-deps:
 	@missing=""; \
@@ -93,7 +93,8 @@ ops: build daemons
 cri: build daemons
 	cd tests/cri && $(GOTEST) -count=1 -v -timeout 20m .
 
-test: deps vet unit e2e ops cri
+# Everything, on every supported containerd line; fails, never skips.
+test: deps vet unit fuzz-short e2e ops cri systemd interrupt
 
 demo: deps build
 	$(GO) run ./tests/demo
@@ -123,3 +124,52 @@ interrupt: $(call daemon_bin,2.4)
 		echo "=== interrupt: containerd $$c"; \
 		E2E_CONTAINERD=$$c $(GOTEST) -count=1 -v -timeout 10m ./tests/interrupt/ || status=1; \
 	done; exit $$status
+
+# Fuzzing (issue 11, hostile and garbage task directories): Go native fuzz
+# targets of everything the delete path parses (bundle: a whole task
+# directory, RemoveDeadSocket; cgroups: Find's evidence against the real and
+# synthetic mount tables, /proc/<pid>/stat and /proc/<pid>/cgroup). `fuzz`
+# runs each target for $(FUZZTIME) and copies the new corpus entries Go
+# keeps in its cache into <pkg>/testdata/fuzz/<Target>/, so that the corpus
+# is kept in the repository (commit them); a failing input is written there
+# by go test itself. `fuzz-short` runs each for 5 s (for `make test`) and
+# keeps nothing. Both run every target and fail if any failed. The
+# fixtures live in $(FUZZTMPDIR) (a tmpfs: 4x the executions of a disk);
+# new inputs are minimized for at most $(FUZZMINIMIZETIME).
+FUZZTIME         ?= 10m
+FUZZMINIMIZETIME ?= 2s
+FUZZKEEP         ?= 1
+FUZZTMPDIR       ?= $(shell test -d /dev/shm -a -w /dev/shm && echo /dev/shm || echo $${TMPDIR:-/tmp})
+FUZZTARGETS      := bundle:FuzzLoad bundle:FuzzRemoveDeadSocket \
+	cgroups:FuzzFind cgroups:FuzzFindMounts cgroups:FuzzParseStat cgroups:FuzzParseProcCgroup
+.PHONY: fuzz fuzz-short
+fuzz:
+	@status=0; cache=$$($(GO) env GOCACHE)/fuzz; \
+	for t in $(FUZZTARGETS); do \
+		pkg=$${t%%:*}; fn=$${t#*:}; \
+		echo "=== fuzz $$pkg $$fn for $(FUZZTIME)"; \
+		TMPDIR=$(FUZZTMPDIR) $(GOTEST) -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) \
+			-fuzzminimizetime $(FUZZMINIMIZETIME) ./$$pkg/ || status=1; \
+		[ "$(FUZZKEEP)" = 1 ] || continue; \
+		src=$$cache/$$($(GO) list ./$$pkg)/$$fn; dst=$$pkg/testdata/fuzz/$$fn; \
+		mkdir -p $$dst; new=0; \
+		for f in $$src/*; do \
+			[ -f "$$f" ] && [ ! -e "$$dst/$${f##*/}" ] && cp "$$f" "$$dst/" && new=$$((new+1)); \
+		done; \
+		echo "=== $$fn: $$new new corpus entries kept in $$dst"; \
+	done; exit $$status
+
+fuzz-short:
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=5s FUZZKEEP=0
+
+# The production node (issue 10): runc's systemd cgroup driver under a real,
+# private systemd (PID 1 of its own namespaces; tests/harness/systemd.go),
+# containerd 1.6 (Debian's) and 2.4 with upstream's shim side by side, and
+# contrib/systemd's gc service and timer (~1 min on 2 cores).
+# tests/out/systemd-side-by-side.md gets upstream's and our results.
+# tests/systemd/deps.sh installs Debian's systemd and dbus when missing.
+.PHONY: systemd systemd-deps
+systemd-deps:
+	tests/systemd/deps.sh
+systemd: systemd-deps build $(call daemon_bin,2.4)
+	$(GOTEST) -count=1 -v -timeout 10m ./tests/systemd/
