@@ -5,7 +5,6 @@ import (
 	"strconv"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/tests/harness"
 )
@@ -100,7 +99,7 @@ func TestContainerdRestart(t *testing.T) {
 			tasks = append(tasks, task{s, dmg, name, startContainer(t, shared, s, caseID("restart "+dmg.name, s.name))})
 		}
 	}
-	keepServing(t)
+	shared.KeepServing(t)
 	if err := shared.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +154,7 @@ func TestDeleteByHand(t *testing.T) {
 			concurrent: startContainer(t, shared, s, caseID("by hand concurrent", s.name)),
 		})
 	}
-	keepServing(t)
+	shared.KeepServing(t)
 	if err := shared.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -261,23 +260,6 @@ func TestCgroupV2View(t *testing.T) {
 			}
 		})
 	}
-}
-
-// keepServing makes sure the shared daemon serves again when the test ends,
-// however it ends. Registered after the containers, it runs before their
-// cleanups (t.Cleanup is last-in, first-out), which use the daemon.
-func keepServing(t *testing.T) {
-	t.Helper()
-	t.Cleanup(func() {
-		if shared.Running() {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), harness.StartTimeout+10*time.Second)
-		defer cancel()
-		if err := shared.Start(ctx); err != nil {
-			t.Errorf("bring the shared daemon back: %v", err)
-		}
-	})
 }
 
 func exitCodes(res ...harness.DeleteResult) string {

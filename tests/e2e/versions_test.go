@@ -35,7 +35,7 @@ func TestExitStatusRecorded(t *testing.T) {
 		})
 		runs = append(runs, run{s, c})
 	}
-	keepServing(t)
+	shared.KeepServing(t)
 	if err := shared.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func TestMountThatWillNotGo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keepServing(t)
+	shared.KeepServing(t)
 	if err := shared.Kill(); err != nil {
 		t.Fatal(err)
 	}

@@ -49,22 +49,6 @@ func startContainer(t *testing.T, ns, id string, hook bool) *harness.Container {
 	return c
 }
 
-// keepServing brings the shared daemon back at the end of the test if the
-// test stopped it.
-func keepServing(t *testing.T) {
-	t.Helper()
-	t.Cleanup(func() {
-		if shared.Running() {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), harness.StartTimeout+10*time.Second)
-		defer cancel()
-		if err := shared.Start(ctx); err != nil {
-			t.Errorf("bring the shared daemon back: %v", err)
-		}
-	})
-}
-
 // claimant starts a process outside the container whose command line
 // claims to be the task's shim (argv[0] containerd-shim-runc-v2, -namespace
 // ns -id id) but which holds no socket and is no container's parent: a

@@ -67,7 +67,7 @@ func prepare(t *testing.T, names []string, ns func(i int) string, v func(i int) 
 		}
 		vs = append(vs, &victim{name: name, variant: v(i), c: c, bystanders: by})
 	}
-	keepServing(t)
+	shared.KeepServing(t)
 	if err := shared.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +307,7 @@ func TestHungShimContainerdRestart(t *testing.T) {
 	cl := claimant(t, namespace, "hung-restart")
 	by := bystander(t)
 	hangShim(t, c)
-	keepServing(t)
+	shared.KeepServing(t)
 	ctx, cancel := context.WithTimeout(context.Background(), harness.StartTimeout+30*time.Second)
 	defer cancel()
 	_, off := shared.LogSince(0)

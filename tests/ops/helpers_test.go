@@ -49,22 +49,6 @@ func startContainer(t *testing.T, runtime, ns, id string) *harness.Container {
 	return c
 }
 
-// keepServing makes sure the daemon serves again when the test ends.
-// Registered after the containers, it runs before their cleanups.
-func keepServing(t *testing.T) {
-	t.Helper()
-	t.Cleanup(func() {
-		if daemon.Running() {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), harness.StartTimeout+10*time.Second)
-		defer cancel()
-		if err := daemon.Start(ctx); err != nil {
-			t.Errorf("bring the daemon back: %v", err)
-		}
-	})
-}
-
 // result is one run of our binary.
 type result struct {
 	code           int

@@ -92,7 +92,7 @@ func TestNodeSweep(t *testing.T) {
 		n.c = startContainer(t, harness.RuntimeUpstream, n.ns, n.name)
 		byName[n.name] = n
 	}
-	keepServing(t)
+	daemon.KeepServing(t)
 	if err := daemon.Stop(); err != nil {
 		t.Fatal(err)
 	}
