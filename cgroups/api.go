@@ -68,6 +68,24 @@ func Find(ev Evidence) (*Set, []error) {
 	return sets[0], errs[0]
 }
 
+// Outside returns a directory of o whose cgroup (hierarchy and cgroup
+// path) is not one of s's, and "" when every cgroup of o is one of s's. The
+// same cgroup reached through two mounts (a hierarchy mounted twice, or a
+// cgroup2 mount over another) counts once. Both sets must come from Find.
+func (s *Set) Outside(o *Set) string {
+	type id struct{ key, cg string }
+	have := map[id]bool{}
+	for _, d := range s.dirs {
+		have[id{d.key, d.cg}] = true
+	}
+	for _, d := range o.dirs {
+		if !have[id{d.key, d.cg}] {
+			return d.path
+		}
+	}
+	return ""
+}
+
 // FindEach is Find for each evidence in turn, against one reading of the
 // mount table (mountinfo is read once: its cost grows with the number of
 // mounts on the host).

@@ -391,14 +391,8 @@ func stateMatchesBundle(path string, fromSpec, fromState *cgroups.Set) error {
 	if path == "" || len(fromSpec.Dirs) == 0 || len(fromState.Dirs) == 0 {
 		return nil
 	}
-	spec := map[string]bool{}
-	for _, d := range fromSpec.Dirs {
-		spec[d] = true
-	}
-	for _, d := range fromState.Dirs {
-		if !spec[d] {
-			return fmt.Errorf("runc state: its cgroup %s is not one of the bundle's (cgroupsPath %q): the state is not this container's, not used", d, path)
-		}
+	if d := fromSpec.Outside(fromState); d != "" {
+		return fmt.Errorf("runc state: its cgroup %s is not one of the bundle's (cgroupsPath %q): the state is not this container's, not used", d, path)
 	}
 	return nil
 }
