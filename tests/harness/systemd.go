@@ -19,21 +19,25 @@ import (
 // Systemd is a private systemd: PID 1 of new pid, mount, cgroup, uts, ipc
 // and network namespaces, on a pty of its own, with a fresh cgroup2 mount
 // at /sys/fs/cgroup (a subtree of the host's unified hierarchy), a D-Bus
-// system bus, and everything that could touch the host masked: tmpfiles,
-// sysctl, remount-fs, modules-load, udev, journald, random-seed, timesyncd,
-// logind, getty, every timer, swap, fsck, the host's containerd; no
-// generators, and empty /etc/systemd/system, /run, /tmp, /var/lib/systemd
-// and /usr/local/bin of its own. What runs inside runs through Command
-// (nsenter into every namespace of PID 1).
+// system bus, a journald with volatile storage only (/run/log/journal on the
+// namespace's /run tmpfs; a tmpfs over /var/log/journal besides, and no
+// /dev/log socket: /dev is the host's), and everything that could touch the
+// host masked: tmpfiles, sysctl, remount-fs, modules-load, udev, journal
+// flush, audit and /dev/log sockets, random-seed, timesyncd, logind, getty,
+// every timer, swap, fsck, the host's containerd; no generators, and empty
+// /etc/systemd/system, /run, /tmp, /var/lib/systemd and /usr/local/bin of its
+// own. What runs inside runs through Command (nsenter into every namespace
+// of PID 1).
 //
 // Dir, under /var/tmp, is the one directory seen at the same path inside
 // and outside: put there whatever both sides use (daemon directories,
 // rootfs, binaries).
 type Systemd struct {
-	Dir       string // shared directory; removed by Close
-	Pid       int    // systemd's pid as the host sees it (PID 1 inside)
-	CgroupDir string // host path of the cgroup2 root systemd sees as /sys/fs/cgroup
-	LogPath   string // the console: systemd's and the init script's output
+	Dir       string    // shared directory; removed by Close
+	Pid       int       // systemd's pid as the host sees it (PID 1 inside)
+	CgroupDir string    // host path of the cgroup2 root systemd sees as /sys/fs/cgroup
+	LogPath   string    // the console: systemd's and the init script's output
+	Started   time.Time // when StartSystemd began
 
 	name  string // cgroup name under the host's unified hierarchy
 	cmd   *exec.Cmd
@@ -42,7 +46,7 @@ type Systemd struct {
 	copyd chan struct{}
 }
 
-// SystemdTarget is the unit the private systemd starts: D-Bus and nothing else.
+// SystemdTarget is the unit the private systemd starts: journald and D-Bus.
 const SystemdTarget = "robust-test.target"
 
 // systemdMasked are the units that could touch the host or slow start-up;
@@ -61,8 +65,11 @@ var systemdMasked = []string{
 	"systemd-tmpfiles-clean.service", "systemd-tmpfiles-clean.timer", "systemd-update-utmp.service",
 	"systemd-update-utmp-runlevel.service", "systemd-remount-fs.service", "systemd-fsck-root.service",
 	"systemd-fsck@.service", "systemd-hwdb-update.service", "ldconfig.service", "systemd-journal-catalog-update.service",
-	// journald, udev, logind, time, getty, timers
-	"systemd-journald.service", "systemd-journald.socket", "systemd-journald-dev-log.socket",
+	// journald's parts that reach the host (dev-log links /dev/log, /dev
+	// being the host's; flush writes /var/log/journal; audit reads the
+	// host's audit stream), udev, logind, time, getty, timers. journald
+	// itself and its main socket run: see systemdJournaldConf.
+	"systemd-journald-dev-log.socket",
 	"systemd-journald-audit.socket", "systemd-journal-flush.service", "systemd-udevd.service",
 	"systemd-udevd-control.socket", "systemd-udevd-kernel.socket", "systemd-udev-trigger.service",
 	"systemd-udev-settle.service", "systemd-logind.service", "systemd-user-sessions.service",
@@ -74,6 +81,20 @@ var systemdMasked = []string{
 	"containerd.service", "postgresql.service", "ssh.service", "cron.service",
 }
 
+// systemdJournaldConf keeps the private journald off the host: volatile
+// storage (/run/log/journal, on the namespace's /run tmpfs), no kernel log
+// (the host's), no audit, no wall messages. The init script writes it to
+// /run/systemd/journald.conf.d/volatile.conf (the host's
+// /etc/systemd/journald.conf.d is hidden behind an empty tmpfs).
+const systemdJournaldConf = `[Journal]
+Storage=volatile
+ReadKMsg=no
+Audit=no
+ForwardToSyslog=no
+ForwardToWall=no
+ForwardToConsole=no
+`
+
 // systemdInit is PID 1's script before it execs systemd. $1: the shared
 // directory; $2: the pty's slave.
 const systemdInit = `#!/bin/sh
@@ -82,7 +103,13 @@ D="$1"; PTS="$2"
 echo ready > "$D/ready"
 while [ ! -e "$D/go" ]; do sleep 0.02; done
 mount -t tmpfs -o mode=0755 tmpfs /run
-mkdir -p /run/lock /run/systemd/system
+mkdir -p /run/lock /run/systemd/system /run/systemd/journald.conf.d
+cat > /run/systemd/journald.conf.d/volatile.conf <<'EOF'
+` + systemdJournaldConf + `EOF
+# journald writes only /run/log/journal (Storage=volatile); a tmpfs over
+# the host's /var/log/journal besides, so that nothing inside can write it.
+if [ -d /var/log/journal ]; then mount -t tmpfs -o mode=2755 tmpfs /var/log/journal; fi
+if [ -d /etc/systemd/journald.conf.d ]; then mount -t tmpfs -o mode=0755 tmpfs /etc/systemd/journald.conf.d; fi
 mount -t tmpfs -o mode=1777 tmpfs /tmp
 mkdir -p /var/lib/systemd && mount -t tmpfs -o mode=0755 tmpfs /var/lib/systemd
 mount -t tmpfs -o mode=0755 tmpfs /etc/systemd/system
@@ -144,6 +171,7 @@ func StartSystemd(name string) (*Systemd, error) {
 		Dir:       dir,
 		CgroupDir: filepath.Join(uroot, cgName, "ns"),
 		LogPath:   filepath.Join(dir, "console.log"),
+		Started:   time.Now(),
 		name:      cgName,
 	}
 	if err := s.start(uroot); err != nil {
@@ -231,7 +259,7 @@ func (s *Systemd) start(uroot string) error {
 			return errors.New("systemd exited during start-up")
 		default:
 		}
-		out, err := s.Output(context.Background(), "systemctl", "is-active", SystemdTarget, "dbus.service")
+		out, err := s.Output(context.Background(), "systemctl", "is-active", SystemdTarget, "systemd-journald.service", "dbus.service")
 		last = strings.TrimSpace(out)
 		if err == nil {
 			if _, err := s.Output(context.Background(), "busctl", "--system", "status", "org.freedesktop.systemd1"); err == nil {
@@ -240,7 +268,7 @@ func (s *Systemd) start(uroot string) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("systemd did not reach %s with D-Bus within %s (last: %q)", SystemdTarget, SystemdReadyTimeout, last)
+	return fmt.Errorf("systemd did not reach %s with journald and D-Bus within %s (last: %q)", SystemdTarget, SystemdReadyTimeout, last)
 }
 
 // writeUnits puts the target, dbus drop-ins and masks in <Dir>/units,
@@ -249,10 +277,10 @@ func (s *Systemd) writeUnits() error {
 	units := filepath.Join(s.Dir, "units")
 	files := map[string]string{
 		SystemdTarget: `[Unit]
-Description=robust shim tests: D-Bus and nothing else
+Description=robust shim tests: journald, D-Bus and nothing else
 DefaultDependencies=no
-Wants=dbus.socket dbus.service
-After=dbus.socket dbus.service
+Wants=systemd-journald.socket systemd-journald.service dbus.socket dbus.service
+After=systemd-journald.socket systemd-journald.service dbus.socket dbus.service
 `,
 		"dbus.socket.d/robust-test.conf": "[Unit]\nDefaultDependencies=no\n",
 		"dbus.service.d/robust-test.conf": `[Unit]

@@ -15,16 +15,24 @@ import (
 // TestGCServiceTimer installs contrib/systemd's gc service and timer, as
 // they ship, into the private systemd (our binary at their
 // /usr/local/bin path, a tmpfs of the private systemd's own), with a
-// drop-in that points gc at the private containerd's state directory,
-// puts the metrics in the test's directory and the output in a file (the
-// private systemd has no journald: it would write the host's journal).
-// It leaves an orphan behind (containerd stopped, shim SIGKILLed, runc's
-// state removed: only the systemd unit stop can clean its scope), enables
-// the timer, starts the service and checks the report and that nothing of
-// the orphan is left.
+// service drop-in that points gc at the private containerd's state
+// directory and puts the metrics in the test's directory, and a timer
+// drop-in that makes the timer fire one second after it starts (the
+// shipped one waits OnBootSec=10min). It leaves an orphan behind
+// (containerd stopped, shim SIGKILLed, runc's state removed: only the
+// systemd unit stop can clean its scope), enables and restarts the timer,
+// and waits for the timer to run the service (never started by hand); then
+// checks the report in the journal (journalctl inside the namespace; the
+// private journald is volatile, on the namespace's /run tmpfs), that the
+// host's /var/log/journal was not written, and that nothing of the orphan
+// is left.
 func TestGCServiceTimer(t *testing.T) {
 	ctx := context.Background()
 	sd := env.sd
+	const (
+		service = "containerd-shim-robust-gc.service"
+		timer   = "containerd-shim-robust-gc.timer"
+	)
 	d := newDaemon(t, env.daemons[0])
 	c, err := d.run(ctx, harness.RuntimeRobust, "gc-orphan", 100)
 	if err != nil {
@@ -51,64 +59,101 @@ func TestGCServiceTimer(t *testing.T) {
 	contrib := filepath.Join(env.repo, "contrib/systemd")
 	stage := filepath.Join(d.dir, "gc-units")
 	metrics := filepath.Join(d.dir, "metrics")
-	out := filepath.Join(d.dir, "gc.out")
-	for _, f := range []string{"containerd-shim-robust-gc.service", "containerd-shim-robust-gc.timer"} {
+	if err := os.MkdirAll(stage, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{service, timer} {
 		if err := harness.CopyFile(filepath.Join(contrib, f), filepath.Join(stage, f), 0o644); err != nil {
-			if err := os.MkdirAll(stage, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := harness.CopyFile(filepath.Join(contrib, f), filepath.Join(stage, f), 0o644); err != nil {
-				t.Fatal(err)
-			}
+			t.Fatal(err)
 		}
 	}
-	dropIn := fmt.Sprintf(`[Service]
+	serviceDropIn := fmt.Sprintf(`[Service]
 Environment=CONTAINERD_SHIM_ROBUST_STATE_DIR=%s
 Environment=CONTAINERD_SHIM_ROBUST_METRICS_DIR=%s
-StandardOutput=append:%s
-StandardError=append:%s
-`, d.TaskState(), metrics, out, out)
-	if err := os.WriteFile(filepath.Join(stage, "test.conf"), []byte(dropIn), 0o644); err != nil {
+`, d.TaskState(), metrics)
+	// Test only: fire once, one second after the timer starts.
+	timerDropIn := `[Timer]
+OnBootSec=
+OnUnitActiveSec=
+OnActiveSec=1s
+RandomizedDelaySec=0
+AccuracySec=1us
+`
+	if err := os.WriteFile(filepath.Join(stage, "test.conf"), []byte(serviceDropIn), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(stage, "now.conf"), []byte(timerDropIn), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for _, args := range [][]string{
-		{"cp", filepath.Join(stage, "containerd-shim-robust-gc.service"), filepath.Join(stage, "containerd-shim-robust-gc.timer"), "/etc/systemd/system/"},
-		{"mkdir", "-p", "/etc/systemd/system/containerd-shim-robust-gc.service.d"},
-		{"cp", filepath.Join(stage, "test.conf"), "/etc/systemd/system/containerd-shim-robust-gc.service.d/"},
+		{"cp", filepath.Join(stage, service), filepath.Join(stage, timer), "/etc/systemd/system/"},
+		{"mkdir", "-p", "/etc/systemd/system/" + service + ".d", "/etc/systemd/system/" + timer + ".d"},
+		{"cp", filepath.Join(stage, "test.conf"), "/etc/systemd/system/" + service + ".d/"},
+		{"cp", filepath.Join(stage, "now.conf"), "/etc/systemd/system/" + timer + ".d/"},
 		{"cp", env.oursIn, "/usr/local/bin/containerd-shim-runc-v2-robust"},
 		{"systemctl", "daemon-reload"},
-		{"systemctl", "enable", "--now", "containerd-shim-robust-gc.timer"},
+		{"systemctl", "enable", timer},
 	} {
 		if _, err := sd.Output(ctx, args...); err != nil {
 			t.Fatal(err)
 		}
 	}
 	t.Cleanup(func() {
-		_, _ = sd.Output(ctx, "systemctl", "disable", "--now", "containerd-shim-robust-gc.timer")
+		_, _ = sd.Output(ctx, "systemctl", "disable", "--now", timer)
 	})
-	if load, active, err := sd.UnitState("containerd-shim-robust-gc.timer"); err != nil || load != "loaded" || active != "active" {
+	before := unitProps(t, sd, service, "InvocationID")
+	timerBefore := unitProps(t, sd, timer, "LastTriggerUSec")
+	start := time.Now()
+	if _, err := sd.Output(ctx, "systemctl", "restart", timer); err != nil {
+		t.Fatal(err)
+	}
+	if load, active, err := sd.UnitState(timer); err != nil || load != "loaded" || active != "active" {
 		t.Fatalf("timer: %s/%s %v", load, active, err)
 	}
-	timers, err := sd.Output(ctx, "systemctl", "list-timers", "--all", "--no-pager", "containerd-shim-robust-gc.timer")
-	if err != nil || !strings.Contains(timers, "containerd-shim-robust-gc.service") {
-		t.Fatalf("list-timers does not show the timer triggering the service: %v\n%s", err, timers)
-	}
-	t.Logf("timer:\n%s", timers)
 
-	// The timer's first run is OnBootSec=10min plus up to 2 min of
-	// randomized delay: start the service now, as the README says.
-	start := time.Now()
-	_, runErr := sd.Output(ctx, "systemctl", "start", "containerd-shim-robust-gc.service")
-	report, _ := os.ReadFile(out)
-	t.Logf("gc service ran in %s; its output:\n%s", time.Since(start).Round(time.Millisecond), report)
-	if runErr != nil {
-		t.Fatalf("gc service: %v", runErr)
+	// The timer fires after 1 s; the service (oneshot) is done when it is
+	// no longer activating under a new invocation.
+	const runTimeout = 90 * time.Second
+	var svc map[string]string
+	if !harness.Poll(runTimeout, 100*time.Millisecond, func() bool {
+		svc = unitProps(t, sd, service, "InvocationID", "ActiveState", "Result", "ExecMainStatus", "ExecMainStartTimestamp")
+		return svc["InvocationID"] != "" && svc["InvocationID"] != before["InvocationID"] &&
+			svc["ActiveState"] != "activating" && svc["ExecMainStartTimestamp"] != ""
+	}) {
+		timers, _ := sd.Output(ctx, "systemctl", "list-timers", "--all", "--no-pager", timer)
+		t.Fatalf("the timer did not run the gc service within %s: service %v\n%s", runTimeout, svc, timers)
 	}
-	if load, active, err := sd.UnitState("containerd-shim-robust-gc.service"); err != nil || active == "failed" {
-		t.Errorf("gc service: %s/%s %v", load, active, err)
+	tm := unitProps(t, sd, timer, "LastTriggerUSec", "ActiveState", "SubState")
+	t.Logf("timer fired; gc service ran (%s after the timer's restart): service %v, timer %v", time.Since(start).Round(time.Millisecond), svc, tm)
+	if tm["LastTriggerUSec"] == "" || tm["LastTriggerUSec"] == "n/a" || tm["LastTriggerUSec"] == timerBefore["LastTriggerUSec"] {
+		t.Errorf("timer's LastTriggerUSec %q (before %q): the timer did not trigger", tm["LastTriggerUSec"], timerBefore["LastTriggerUSec"])
 	}
-	if !strings.Contains(string(report), "deleted        "+namespace+"/"+c.id) && !strings.Contains(string(report), "deleted "+namespace+"/"+c.id) {
-		t.Errorf("gc report does not say it deleted %s/%s", namespace, c.id)
+	if svc["Result"] != "success" || svc["ExecMainStatus"] != "0" {
+		t.Errorf("gc service: Result=%s ExecMainStatus=%s", svc["Result"], svc["ExecMainStatus"])
+	}
+
+	// The report, from the journal. Stream lines may trail the unit's
+	// exit a little: bounded wait for the delete line.
+	want := []string{"deleted        " + namespace + "/" + c.id, "deleted " + namespace + "/" + c.id}
+	var journal string
+	found := harness.Poll(10*time.Second, 200*time.Millisecond, func() bool {
+		out, err := sd.Output(ctx, "journalctl", "--no-pager", "-o", "cat", "-u", service, "_SYSTEMD_INVOCATION_ID="+svc["InvocationID"])
+		if err != nil {
+			journal = err.Error()
+			return false
+		}
+		journal = out
+		return strings.Contains(out, want[0]) || strings.Contains(out, want[1])
+	})
+	t.Logf("journalctl -u %s (invocation %s):\n%s", service, svc["InvocationID"], journal)
+	if !found {
+		t.Errorf("the journal does not show the gc report deleting %s/%s", namespace, c.id)
+	}
+	if fs, err := sd.Output(ctx, "findmnt", "-n", "-o", "FSTYPE", "-T", "/run/log/journal"); err != nil || strings.TrimSpace(fs) != "tmpfs" {
+		t.Errorf("the private journal is not on a tmpfs: %q %v", strings.TrimSpace(fs), err)
+	}
+	if written := writtenSince("/var/log/journal", sd.Started); len(written) > 0 {
+		t.Errorf("the host's /var/log/journal was written since the private systemd started: %s", strings.Join(written, ", "))
 	}
 	if left := c.residue(); len(left) > 0 {
 		t.Errorf("orphan not gone after the gc service: %s", strings.Join(left, ", "))
@@ -116,6 +161,43 @@ StandardError=append:%s
 	if _, err := os.Stat(filepath.Join(metrics, "containerd_shim_robust.prom")); err != nil {
 		t.Errorf("metrics: %v", err)
 	}
+}
+
+// unitProps is systemctl show -p for each of props of unit, inside the
+// private systemd.
+func unitProps(t *testing.T, sd *harness.Systemd, unit string, props ...string) map[string]string {
+	t.Helper()
+	args := []string{"systemctl", "show"}
+	for _, p := range props {
+		args = append(args, "-p", p)
+	}
+	out, err := sd.Output(context.Background(), append(args, "--", unit)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// writtenSince lists what under dir (a host path; absent is fine) was
+// created or modified at or after since.
+func writtenSince(dir string, since time.Time) []string {
+	var w []string
+	_ = filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if fi, err := e.Info(); err == nil && !fi.ModTime().Before(since) {
+			w = append(w, p)
+		}
+		return nil
+	})
+	return w
 }
 
 // TestGCReportsScopeResidue: upstream's shim, after runc's state was
