@@ -1,43 +1,77 @@
 package main
 
 import (
+	"debug/elf"
+	"errors"
 	"os"
 	"os/exec"
 	"strings"
 )
 
-// buildInfo is what was measured: the commit, whether the shim's sources
-// differed from it, and the size of each binary.
+// buildInfo is what was measured: the commit, whether the product's
+// sources differed from it, and each binary's size and linking.
 type buildInfo struct {
 	Commit string `json:"commit"`
-	// Dirty lists the shim's source files (cmd, shim, bundle, cgroups,
-	// go.mod, go.sum) that differ from Commit: the binary was built from
-	// them, not from the commit alone.
-	Dirty         []string `json:"dirty,omitempty"`
-	OursBytes     int64    `json:"ours_bytes"`
-	UpstreamBytes int64    `json:"upstream_bytes"`
+	// Dirty lists the product's source files (every package of the shim
+	// binary, go.mod, go.sum) that differ from Commit: the binary was
+	// built from them, not from the commit alone.
+	Dirty      []string `json:"dirty,omitempty"`
+	OursBytes  int64    `json:"ours_bytes"`
+	OursStatic bool     `json:"ours_static"`
+	// Upstream is each line's upstream shim, in the order of the lines.
+	Upstream []binaryInfo `json:"upstream"`
 }
 
-// describeBuild reads the repository at root and the binaries' sizes.
-func describeBuild(root, ours, upstream string) buildInfo {
+// binaryInfo is one upstream shim.
+type binaryInfo struct {
+	Line   string `json:"line"`
+	Path   string `json:"path"`
+	Bytes  int64  `json:"bytes"`
+	Static bool   `json:"static"`
+}
+
+// productPaths are the sources of our binary.
+var productPaths = []string{"cmd", "cli", "delegate", "deletion", "liveness", "ops", "bundle", "cgroups", "internal", "go.mod", "go.sum"}
+
+// describeBuild reads the repository at root and the binaries.
+func describeBuild(cfg config) buildInfo {
 	b := buildInfo{Commit: "unknown"}
-	if out, err := exec.Command("git", "-C", root, "rev-parse", "--short=12", "HEAD").Output(); err == nil {
+	if out, err := exec.Command("git", "-C", cfg.Root, "rev-parse", "--short=12", "HEAD").Output(); err == nil {
 		b.Commit = strings.TrimSpace(string(out))
 	}
-	out, err := exec.Command("git", "-C", root, "status", "--porcelain", "--",
-		"cmd", "shim", "bundle", "cgroups", "go.mod", "go.sum").Output()
+	out, err := exec.Command("git", append([]string{"-C", cfg.Root, "status", "--porcelain", "--"}, productPaths...)...).Output()
 	if err == nil {
 		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-			if l = strings.TrimSpace(l); l != "" {
+			if l = strings.TrimSpace(l); l != "" && !strings.HasSuffix(l, "_test.go") && !strings.Contains(l, "testdata") {
 				b.Dirty = append(b.Dirty, l)
 			}
 		}
 	}
-	if fi, err := os.Stat(ours); err == nil {
+	if fi, err := os.Stat(cfg.Ours); err == nil {
 		b.OursBytes = fi.Size()
 	}
-	if fi, err := os.Stat(upstream); err == nil {
-		b.UpstreamBytes = fi.Size()
+	b.OursStatic = staticELF(cfg.Ours) == nil
+	for _, l := range cfg.Lines {
+		bi := binaryInfo{Line: l.Name, Path: l.Upstream, Static: staticELF(l.Upstream) == nil}
+		if fi, err := os.Stat(l.Upstream); err == nil {
+			bi.Bytes = fi.Size()
+		}
+		b.Upstream = append(b.Upstream, bi)
 	}
 	return b
+}
+
+// staticELF fails unless p is an ELF file without a program interpreter.
+func staticELF(p string) error {
+	f, err := elf.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for _, prog := range f.Progs {
+		if prog.Type == elf.PT_INTERP {
+			return errors.New("dynamically linked")
+		}
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,22 +21,28 @@ type shimKind struct {
 	Binary  string
 }
 
-// bench is one run: its configuration, the two shims, and the namespace
-// prefix that keeps its containers apart from anyone else's.
+// bench is the run on one containerd line: its configuration, the line,
+// the two shims, and the namespace prefix that keeps its containers apart
+// from anyone else's.
 type bench struct {
 	cfg      config
+	line     line
 	ours     shimKind
 	upstream shimKind
 	prefix   string
-	machine  machine
 }
 
-func newBench(cfg config) *bench {
+// newBench is the run on line l. Both shims are installed in each daemon's
+// bin directory under their own names, as containerd's packages install
+// them: ours finds upstream's there (next to itself) as its delegate, so
+// the delegate is always the baseline of the same line.
+func newBench(cfg config, l line) *bench {
 	return &bench{
 		cfg:      cfg,
+		line:     l,
 		ours:     shimKind{Name: "ours", Runtime: harness.RuntimeRobust, Binary: cfg.Ours},
-		upstream: shimKind{Name: "upstream", Runtime: harness.RuntimeUpstream, Binary: cfg.Upstream},
-		prefix:   fmt.Sprintf("bench%d", os.Getpid()),
+		upstream: shimKind{Name: "upstream", Runtime: harness.RuntimeUpstream, Binary: l.Upstream},
+		prefix:   fmt.Sprintf("bench%d-c%s", os.Getpid(), strings.ReplaceAll(l.Name, ".", "")),
 	}
 }
 
@@ -64,7 +71,7 @@ type fleet struct {
 // for the phase named phase (its containerd namespace).
 func (b *bench) newFleet(ctx context.Context, phase string) (*fleet, error) {
 	d, err := harness.NewDaemon(harness.DaemonConfig{
-		Binary: b.cfg.Containerd,
+		Binary: b.line.Containerd,
 		Shims:  map[string]string{b.ours.Runtime: b.ours.Binary, b.upstream.Runtime: b.upstream.Binary},
 		Dir:    b.cfg.TmpDir,
 	})
@@ -75,9 +82,6 @@ func (b *bench) newFleet(ctx context.Context, phase string) (*fleet, error) {
 	defer cancel()
 	if err := d.Start(sctx); err != nil {
 		return nil, errors.Join(fmt.Errorf("start containerd for %s: %w", phase, err), d.Close())
-	}
-	if b.machine.Containerd == "" {
-		b.machine.Containerd = d.Version
 	}
 	return &fleet{b: b, d: d, ns: b.prefix + "-" + phase}, nil
 }

@@ -4,7 +4,9 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -13,23 +15,43 @@ import (
 
 // machine is where a run happened.
 type machine struct {
-	Hostname   string `json:"hostname"`
-	NProc      int    `json:"nproc"`
-	Kernel     string `json:"kernel"`
-	OS         string `json:"os"`
-	Containerd string `json:"containerd"`
-	Runc       string `json:"runc"`
-	Cgroups    string `json:"cgroups"`
-	Go         string `json:"go"`
-	MemTotal   string `json:"mem_total"`
+	Hostname string `json:"hostname"`
+	NProc    int    `json:"nproc"`
+	Kernel   string `json:"kernel"`
+	OS       string `json:"os"`
+	Runc     string `json:"runc"`
+	Cgroups  string `json:"cgroups"`
+	Go       string `json:"go"`
+	MemTotal string `json:"mem_total"`
 	// LoadBefore and LoadAfter are /proc/loadavg at the start and the end:
 	// the machine is shared, the figures are only as quiet as it was.
 	LoadBefore string `json:"loadavg_before"`
 	LoadAfter  string `json:"loadavg_after"`
+	// Load is /proc/loadavg at the start of every phase, and LoadMax the
+	// highest 1-minute figure seen then.
+	Load    []loadSample `json:"loadavg_by_phase"`
+	LoadMax float64      `json:"loadavg_1min_max"`
 }
 
-// describeMachine collects what can be known before the daemon runs;
-// Containerd is filled in from the daemon's version.
+// loadSample is /proc/loadavg when a phase started.
+type loadSample struct {
+	Phase string `json:"phase"`
+	At    string `json:"at"`
+	Load  string `json:"loadavg"`
+}
+
+// markLoad records the load average as phase starts.
+func (m *machine) markLoad(phase string) {
+	l := loadavg()
+	m.Load = append(m.Load, loadSample{Phase: phase, At: time.Now().UTC().Format("15:04:05"), Load: l})
+	if f := strings.Fields(l); len(f) > 0 {
+		if v, err := strconv.ParseFloat(f[0], 64); err == nil && v > m.LoadMax {
+			m.LoadMax = v
+		}
+	}
+}
+
+// describeMachine collects what can be known before any daemon runs.
 func describeMachine() machine {
 	var u unix.Utsname
 	_ = unix.Uname(&u)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"strings"
 	"time"
 
@@ -24,9 +23,6 @@ type deleteFigures struct {
 	// upstream's shim.
 	ReportedMS summary `json:"reported_ms"`
 	reported   []float64
-	// FloorMS is starting the same binary with -v: exec, Go runtime and
-	// package initialisation, nothing else.
-	FloorMS summary `json:"floor_ms"`
 	// Report is the first delete's stderr.
 	Report string `json:"report,omitempty"`
 }
@@ -38,15 +34,12 @@ type deleteResult struct {
 	Upstream deleteFigures `json:"upstream"`
 	Ratio    float64       `json:"ratio_median"`
 	// RepeatMS is ours run again on each task it deleted (nothing left):
-	// starting the binary, the shim framework, and a delete path with
-	// nothing to do.
+	// starting the binary and a delete path with nothing to do.
 	RepeatMS summary `json:"ours_repeat_ms"`
 	// ProfileWarm and ProfileCold are our delete path's steps, in this
 	// process and in a fresh process per task.
 	ProfileWarm stepProfile `json:"profile_ours_warm"`
 	ProfileCold stepProfile `json:"profile_ours_cold"`
-	// RuncFloorMS is starting runc (`runc --version`).
-	RuncFloorMS summary `json:"runc_floor_ms"`
 	// RuncStoppedMS is `runc delete --force` (as our kill step runs it) on
 	// a container whose processes the harness killed first: the runtime's
 	// own delete of a stopped container, the least our kill step costs.
@@ -58,41 +51,37 @@ type deleteResult struct {
 // shim killed; then round by round the delete command run by hand for a
 // task of each shim (in the order of the round) and one profile delete of
 // each kind, so that all share the machine's conditions; then ours again
-// on the tasks it deleted, and the start floors.
-func (b *bench) deletePhase(ctx context.Context) (res deleteResult, err error) {
+// on the tasks it deleted. It also returns the daemon's version.
+func (b *bench) deletePhase(ctx context.Context) (res deleteResult, version string, err error) {
 	f, err := b.newFleet(ctx, "delete")
 	if err != nil {
-		return res, err
+		return res, "", err
 	}
+	version = f.d.Version
 	defer func() { err = joinCleanup(err, f.close()) }()
 
 	specs := b.deleteSpecs()
-	progress("delete: starting %d containers", len(specs))
+	progress("%s delete: starting %d containers", b.line.Name, len(specs))
 	cs, err := f.run(ctx, specs)
 	if err != nil {
-		return res, err
+		return res, version, err
 	}
 	if err := f.d.Stop(); err != nil {
-		return res, fmt.Errorf("stop containerd: %w", err)
+		return res, version, fmt.Errorf("stop containerd: %w", err)
 	}
 	if err := killShims(cs); err != nil {
-		return res, err
+		return res, version, err
 	}
 	tasks := map[string][]*harness.Container{}
 	for i, s := range specs {
 		tasks[s.Kind] = append(tasks[s.Kind], cs[i])
 	}
-	progress("delete: %d dead tasks per shim, deleting by hand", b.cfg.DeleteTasks)
+	progress("%s delete: %d dead tasks per shim, deleting by hand", b.line.Name, b.cfg.DeleteTasks)
 	if err := b.deleteRounds(ctx, tasks, &res); err != nil {
-		return res, err
+		return res, version, err
 	}
 	res.RepeatMS = repeatDeletes(ctx, tasks[b.ours.Name])
-	floors, err := b.startFloor(ctx, f.d)
-	if err != nil {
-		return res, err
-	}
-	res.Ours.FloorMS, res.Upstream.FloorMS, res.RuncFloorMS = floors[b.ours.Name], floors[b.upstream.Name], floors["runc"]
-	return res, nil
+	return res, version, nil
 }
 
 // deleteSpecs is phase 1's containers, each with its kind: a shim's name
@@ -198,36 +187,4 @@ func repeatDeletes(ctx context.Context, cs []*harness.Container) summary {
 		}
 	}
 	return summarize(xs)
-}
-
-// startFloor times `<shim> -v` and `runc --version` FloorRuns times each,
-// interleaved: the cost of starting each binary at all. The result is
-// keyed by shim name and "runc".
-func (b *bench) startFloor(ctx context.Context, d *harness.Daemon) (map[string]summary, error) {
-	runc, err := harness.FindTool("runc")
-	if err != nil {
-		return nil, fmt.Errorf("runc: %w", err)
-	}
-	samples := map[string][]float64{}
-	for i := 0; i < b.cfg.FloorRuns; i++ {
-		p := b.pair(i)
-		cmds := map[string][]string{
-			p[0].Name: {d.ShimPath(p[0].Runtime), "-v"},
-			p[1].Name: {d.ShimPath(p[1].Runtime), "-v"},
-			"runc":    {runc, "--version"},
-		}
-		for _, name := range []string{p[0].Name, "runc", p[1].Name} {
-			args := cmds[name]
-			t := time.Now()
-			if err := exec.CommandContext(ctx, args[0], args[1:]...).Run(); err != nil {
-				return nil, fmt.Errorf("%s: %w", strings.Join(args, " "), err)
-			}
-			samples[name] = append(samples[name], ms(time.Since(t)))
-		}
-	}
-	out := map[string]summary{}
-	for name, xs := range samples {
-		out[name] = summarize(xs)
-	}
-	return out, nil
 }

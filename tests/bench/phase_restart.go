@@ -41,6 +41,8 @@ type restartFigures struct {
 	Resources resources `json:"resources_with_n_running"`
 	// Log is where the time went, from containerd's log of the restart.
 	Log restartLog `json:"containerd_log"`
+	// LogFile is a copy of containerd's log of the restart.
+	LogFile string `json:"containerd_log_file,omitempty"`
 }
 
 // restartResult is one N for both shims.
@@ -84,7 +86,7 @@ func (b *bench) restartOnce(ctx context.Context, n int, k shimKind) (fig restart
 	for i := range specs {
 		specs[i] = spec{ID: fmt.Sprintf("r-%s-%03d", k.Name, i), Shim: k}
 	}
-	progress("restart: N=%d %s: starting %d containers", n, k.Name, n)
+	progress("%s restart: N=%d %s: starting %d containers", b.line.Name, n, k.Name, n)
 	cs, err := f.run(ctx, specs)
 	if err != nil {
 		return fig, err
@@ -96,7 +98,7 @@ func (b *bench) restartOnce(ctx context.Context, n int, k shimKind) (fig restart
 	if err := killShims(cs); err != nil {
 		return fig, err
 	}
-	progress("restart: N=%d %s: containerd restarting with %d dead tasks", n, k.Name, n)
+	progress("%s restart: N=%d %s: containerd restarting with %d dead tasks", b.line.Name, n, k.Name, n)
 	_, logOff := f.d.LogSince(0)
 	cleanup, serving, left, err := timeRestart(ctx, f.d, cs)
 	if err != nil {
@@ -104,10 +106,26 @@ func (b *bench) restartOnce(ctx context.Context, n int, k shimKind) (fig restart
 	}
 	log, _ := f.d.LogSince(logOff)
 	fig.Log = parseRestartLog(log)
+	fig.LogFile = b.saveLog(fmt.Sprintf("restart%d-%s", n, k.Name), log)
 	fig.CleanupMS, fig.ServingMS, fig.BundlesLeft = ms(cleanup), ms(serving), left
 	r := settledResidue(ctx, cs)
 	fig.Residue, fig.ResidueCount = r.Summary(), len(r)
 	return fig, nil
+}
+
+// saveLog writes log next to the result file, as
+// bench-logs/containerd-<line>-<what>.log, and returns its path ("" when it
+// could not be written: the log is context, not a figure).
+func (b *bench) saveLog(what, log string) string {
+	dir := filepath.Join(filepath.Dir(b.cfg.Out), "bench-logs")
+	p := filepath.Join(dir, "containerd-"+b.line.Name+"-"+what+".log")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return ""
+	}
+	if err := os.WriteFile(p, []byte(log), 0o644); err != nil {
+		return ""
+	}
+	return p
 }
 
 // timeRestart starts the daemon and returns the time from its start until

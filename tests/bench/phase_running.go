@@ -50,6 +50,10 @@ type runningFigures struct {
 	// PSSKiB is each shim's proportional set size (smaps_rollup Pss)
 	// with the phase's shims all running: not a target, for context.
 	PSSKiB summary `json:"pss_kib"`
+	// ServedBy counts the timed containers' serving shims by binary
+	// (/proc/<shim>/exe, by name in the daemon's bin directory): for ours,
+	// the delegate, upstream's containerd-shim-runc-v2 of the same line.
+	ServedBy map[string]int `json:"served_by"`
 }
 
 // runningResult is phase 3 for both shims.
@@ -82,15 +86,22 @@ func (b *bench) runningPhase(ctx context.Context) (res runningResult, err error)
 	defer func() { err = joinCleanup(err, stopAll(rs), f.close()) }()
 
 	figs := map[string]*runningFigures{b.ours.Name: &res.Ours, b.upstream.Name: &res.Upstream}
-	progress("running: %d timed create+starts per shim", b.cfg.Starts)
+	progress("%s running: %d timed create+starts per shim", b.line.Name, b.cfg.Starts)
 	if err := b.startAll(ctx, f, figs, &rs); err != nil {
 		return res, err
 	}
-	progress("running: sampling VmRSS of %d idle shims", len(rs))
+	progress("%s running: sampling VmRSS of %d idle shims", b.line.Name, len(rs))
 	time.Sleep(idleWait)
 	perShim, err := b.sampleRSS(rs[2:]) // not the warm-up containers
 	if err != nil {
 		return res, err
+	}
+	for _, r := range rs[2:] {
+		fg := figs[r.k.Name]
+		if fg.ServedBy == nil {
+			fg.ServedBy = map[string]int{}
+		}
+		fg.ServedBy[servedBy(f.d, r.shim.Pid)]++
 	}
 	for _, k := range []shimKind{b.ours, b.upstream} {
 		fg := figs[k.Name]
@@ -187,6 +198,20 @@ func (r *running) record(id string) error {
 		return fmt.Errorf("shim of %s: %w", id, err)
 	}
 	return nil
+}
+
+// servedBy names the binary of the shim process pid: the name of a shim
+// in the daemon's bin directory, else its path.
+func servedBy(d *harness.Daemon, pid int) string {
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		return "unknown"
+	}
+	exe = strings.TrimSuffix(exe, " (deleted)")
+	if filepath.Dir(exe) == d.BinDir {
+		return filepath.Base(exe)
+	}
+	return exe
 }
 
 // memFields are the fields sampled, in KiB: VmRSS, RssAnon and RssFile

@@ -33,8 +33,7 @@ type stepTimes struct {
 
 // stepProfile is our delete path run on dead tasks, in-process (warm: the
 // code has run before) or in a fresh process each (cold): the median of
-// each step and of the whole, without the shim framework and the binary's
-// start.
+// each step and of the whole, without the binary's start.
 type stepProfile struct {
 	Tasks   int                `json:"tasks"`
 	TotalMS summary            `json:"total_ms"`
@@ -49,7 +48,7 @@ func deleteOneRequested() bool { return os.Getenv(deleteOneEnv) != "" }
 // deleteOneEnv, its step times as JSON on stdout.
 func deleteOne() int {
 	ns, id, _ := strings.Cut(os.Getenv(deleteOneEnv), "/")
-	rep, err := deletion.Delete(context.Background(), deletion.Request{Namespace: ns, ID: id})
+	rep, err := deletion.Delete(context.Background(), deletion.Request{Namespace: ns, ID: id, KillShim: true})
 	st := timesOf(rep)
 	if err != nil {
 		st.Err = err.Error()
@@ -98,26 +97,25 @@ func newProfiler() (*profiler, error) {
 
 // deleteWarm runs our delete path in this process on the dead task c.
 func (p *profiler) deleteWarm(ctx context.Context, c *harness.Container) {
-	rep, err := deletion.Delete(ctx, deletion.Request{Namespace: c.Cfg.Namespace, ID: c.Cfg.ID, Bundle: c.Bundle})
+	rep, err := deletion.Delete(ctx, deletion.Request{Namespace: c.Cfg.Namespace, ID: c.Cfg.ID, Bundle: c.Bundle, KillShim: true})
 	if err != nil {
 		progress("  in-process delete of %s: %v", c.Cfg.ID, err)
 	}
 	p.warm = append(p.warm, timesOf(rep))
 }
 
-// frameworkGOGC is the GC percent the shim framework sets before any
-// action (runtime/v2/shim setRuntime: debug.SetGCPercent(40)); a cold
-// delete runs with it, as the binary's does.
-const frameworkGOGC = "GOGC=40"
+// deleteGOGC is the GC percent our binary sets for its delete command
+// (cli's deleteGCPercent); a cold delete runs with it, as the binary's does.
+const deleteGOGC = "GOGC=400"
 
 // deleteCold runs our delete path once in a fresh process of this program
 // on the dead task c, with the delete command's environment and working
-// directory, and the framework's GC percent.
+// directory, and the delete command's GC percent.
 func (p *profiler) deleteCold(ctx context.Context, c *harness.Container) error {
 	cmd := c.DeleteCommand(ctx) // for its environment and directory
 	cold := exec.CommandContext(ctx, p.self)
 	cold.Dir = cmd.Dir
-	cold.Env = append(cmd.Env, frameworkGOGC, deleteOneEnv+"="+c.Cfg.Namespace+"/"+c.Cfg.ID)
+	cold.Env = append(cmd.Env, deleteGOGC, deleteOneEnv+"="+c.Cfg.Namespace+"/"+c.Cfg.ID)
 	var out, errb bytes.Buffer
 	cold.Stdout, cold.Stderr = &out, &errb
 	if err := cold.Run(); err != nil {
