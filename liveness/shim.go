@@ -2,6 +2,7 @@ package liveness
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -103,10 +104,21 @@ func FindTaskShims(b *bundle.Bundle) (proven []Shim, unproven []string) {
 
 // mayHaveShim reports whether anything could prove a shim of b's task: a
 // listening socket at its address (or a /proc/self/net/unix that cannot be
-// read), or a verified init with a parent.
+// read), or a verified init whose parent's command line claims the task (a
+// parent that is a subreaper such as tini or a test's supervisor, which
+// adopted the init when the shim died, does not: /proc is then not
+// scanned).
 func mayHaveShim(b *bundle.Bundle) bool {
 	if parent, _ := verifiedInitParent(b); parent > 0 {
-		return true
+		args, err := procCmdline(parent)
+		switch {
+		case err != nil && !errors.Is(err, os.ErrNotExist):
+			return true // cannot tell
+		case err == nil && isShimCommand(args):
+			if sp := parseShimArgs(args[1:]); sp.namespace == b.Namespace && sp.id == b.ID && sp.serving() {
+				return true
+			}
+		}
 	}
 	path, ok := strings.CutPrefix(b.Address, "unix://")
 	if !ok || path == "" {
