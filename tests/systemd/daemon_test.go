@@ -60,6 +60,12 @@ func newDaemon(t *testing.T, spec daemonSpec) *daemon {
 			t.Fatal(err)
 		}
 	}
+	// containerd too: inside the private systemd's namespace /tmp is a
+	// tmpfs of its own, and the repository (so bin/containerd-X.Y) may lie
+	// under it; the shared directory is seen at the same path.
+	if err := harness.CopyFile(spec.containerd, filepath.Join(d.bin, "containerd"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	conf := harness.BaseConfig(d.root, d.state, d.addr, d.addr+".ttrpc", "io.containerd.grpc.v1.cri")
 	if err := os.WriteFile(d.config, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
@@ -85,7 +91,7 @@ func (d *daemon) start(ctx context.Context) error {
 		"-p", "Delegate=yes", "-p", "KillMode=process", "-p", "DefaultDependencies=no",
 		"-p", "StandardOutput=append:"+d.log, "-p", "StandardError=append:"+d.log,
 		"--setenv=PATH="+path, "--working-directory="+d.dir,
-		d.spec.containerd, "--config", d.config); err != nil {
+		filepath.Join(d.bin, "containerd"), "--config", d.config); err != nil {
 		return err
 	}
 	var lastErr error
