@@ -148,11 +148,20 @@ func TestMountThatWillNotGo(t *testing.T) {
 	// containerd runs the delete and (2.x) its own removal during start-up,
 	// before it serves: by now both are done.
 	log, _ := shared.LogSince(logOff)
-	res := c.Residue(ctx, false)
+	// The killed processes may take a moment to be gone (a pid
+	// namespace's init waits for its zombies to be reaped).
+	var res harness.Residue
+	harness.Poll(settle, 50*time.Millisecond, func() bool {
+		res = c.Residue(ctx, false)
+		return len(res.Of(harness.KindProcess)) == 0
+	})
 	lost := res.Of(harness.KindBindSource)
 	results.record("a bundle mount will not unmount, containerd restarted", "ours", outcome(res))
 	if len(lost) > 0 {
 		t.Errorf("host data behind the stuck mount changed:\n%s", lost)
+	}
+	if procs := res.Of(harness.KindProcess); len(procs) > 0 {
+		t.Errorf("container processes survived the delete:\n%s", procs)
 	}
 	for _, p := range []string{filepath.Join(src, "data.txt"), filepath.Join(src, "sub", "deeper", "db.bin")} {
 		if _, err := os.Stat(p); err != nil {
