@@ -1,11 +1,11 @@
 package main
 
 import (
-	"debug/elf"
-	"errors"
 	"os"
 	"os/exec"
 	"strings"
+
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/tests/harness"
 )
 
 // buildInfo is what was measured: the commit, whether the product's
@@ -50,28 +50,13 @@ func describeBuild(cfg config) buildInfo {
 	if fi, err := os.Stat(cfg.Ours); err == nil {
 		b.OursBytes = fi.Size()
 	}
-	b.OursStatic = staticELF(cfg.Ours) == nil
+	b.OursStatic = harness.StaticBinary(cfg.Ours) == nil
 	for _, l := range cfg.Lines {
-		bi := binaryInfo{Line: l.Name, Path: l.Upstream, Static: staticELF(l.Upstream) == nil}
+		bi := binaryInfo{Line: l.Name, Path: l.Upstream, Static: harness.StaticBinary(l.Upstream) == nil}
 		if fi, err := os.Stat(l.Upstream); err == nil {
 			bi.Bytes = fi.Size()
 		}
 		b.Upstream = append(b.Upstream, bi)
 	}
 	return b
-}
-
-// staticELF fails unless p is an ELF file without a program interpreter.
-func staticELF(p string) error {
-	f, err := elf.Open(p)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	for _, prog := range f.Progs {
-		if prog.Type == elf.PT_INTERP {
-			return errors.New("dynamically linked")
-		}
-	}
-	return nil
 }

@@ -237,7 +237,7 @@ func buildMinimal(ctx context.Context, dir string) (string, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build the minimal Go binary: %w: %s", err, out)
 	}
-	if err := staticELF(bin); err != nil {
+	if err := harness.StaticBinary(bin); err != nil {
 		return "", fmt.Errorf("minimal Go binary: %w", err)
 	}
 	return bin, nil

@@ -84,14 +84,15 @@ func FindBusybox(path, notFound, notStatic string) (string, error) {
 		}
 		path = p
 	}
-	if err := staticBinary(path); err != nil {
+	if err := StaticBinary(path); err != nil {
 		return "", fmt.Errorf("busybox %s: %w (%s)", path, err, notStatic)
 	}
 	return path, nil
 }
 
-// staticBinary fails for a dynamically linked ELF.
-func staticBinary(p string) error {
+// StaticBinary fails for a dynamically linked ELF (one with a program
+// interpreter) and for a file that is not ELF.
+func StaticBinary(p string) error {
 	f, err := elf.Open(p)
 	if err != nil {
 		return err
