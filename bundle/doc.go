@@ -17,10 +17,13 @@
 //     with O_NOFOLLOW, must be regular and are size-bounded. runc's state is
 //     looked for under the runc root also when the task directory is gone;
 //   - UnmountAll: unmounting every mount at or below a path, deepest first,
-//     with a detach fallback, verified against mountinfo;
+//     with a detach fallback, the mounts taken from a reading of the mount
+//     table (package mounttable; one gc sweep shares one) and each
+//     confirmed gone on the live system;
 //   - RemoveAll: removing a tree while refusing to cross a mount point, found
-//     by mountinfo (read before the walk), by a directory's st_dev, and by
-//     openat2 RESOLVE_NO_XDEV; the walk is file-descriptor-relative and never
+//     by the mount table (read before the walk; afresh where openat2 is
+//     unavailable), by a directory's st_dev, and by openat2
+//     RESOLVE_NO_XDEV; the walk is file-descriptor-relative and never
 //     follows a symlink;
 //   - RemoveDeadSocket: removing a dead shim's socket named in `address`
 //     (1.6/1.7) or bootstrap.json (2.x), only in the shim socket directory,

@@ -15,7 +15,7 @@ import (
 // RemoveAll, which are replaced by an error saying they would have run.
 func containerd2BundleDelete(path string) error {
 	rootfs := filepath.Join(path, RootfsDir)
-	if _, err := UnmountAll(rootfs); err != nil {
+	if _, err := UnmountAll(rootfs, nil); err != nil {
 		return err
 	}
 	if err := os.Remove(rootfs); err != nil && !os.IsNotExist(err) {
@@ -66,10 +66,10 @@ func TestGuardStopsContainerdsRemovalBeforeAMount(t *testing.T) {
 			}
 			// Our own delete, once the mount is gone, removes the guard
 			// with the rest.
-			if _, err := UnmountAll(task); err != nil {
+			if _, err := UnmountAll(task, nil); err != nil {
 				t.Fatal(err)
 			}
-			if err := RemoveAll(task); err != nil {
+			if err := RemoveAll(task, nil); err != nil {
 				t.Fatal(err)
 			}
 			if exists(task) || !exists(filepath.Join(data, "precious")) {

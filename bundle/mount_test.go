@@ -109,7 +109,7 @@ func TestRemoveAllRefusesMountsThenUnmountAll(t *testing.T) {
 		t.Fatalf("test setup: mounts below %s = %v, want 6", b, mountsBefore)
 	}
 
-	err := RemoveAll(b)
+	err := RemoveAll(b, nil)
 	if err == nil {
 		t.Fatal("RemoveAll crossed or removed mount points: no error")
 	}
@@ -143,7 +143,7 @@ func TestRemoveAllRefusesMountsThenUnmountAll(t *testing.T) {
 		}
 	}
 
-	unmounted, err := UnmountAll(b)
+	unmounted, err := UnmountAll(b, nil)
 	if err != nil {
 		t.Fatalf("UnmountAll: %v", err)
 	}
@@ -164,7 +164,7 @@ func TestRemoveAllRefusesMountsThenUnmountAll(t *testing.T) {
 	}
 	tr.checkHosts(t)
 
-	if err := RemoveAll(b); err != nil {
+	if err := RemoveAll(b, nil); err != nil {
 		t.Fatalf("RemoveAll after UnmountAll: %v", err)
 	}
 	if exists(b) {
@@ -173,10 +173,10 @@ func TestRemoveAllRefusesMountsThenUnmountAll(t *testing.T) {
 	tr.checkHosts(t)
 
 	// Both are idempotent.
-	if um, err := UnmountAll(b); err != nil || len(um) != 0 {
+	if um, err := UnmountAll(b, nil); err != nil || len(um) != 0 {
 		t.Errorf("second UnmountAll = %v, %v", um, err)
 	}
-	if err := RemoveAll(b); err != nil {
+	if err := RemoveAll(b, nil); err != nil {
 		t.Errorf("second RemoveAll: %v", err)
 	}
 }
@@ -235,7 +235,7 @@ func TestRemoveAllEachDetector(t *testing.T) {
 				k.mount(t, host, mp)
 				writeFile(t, filepath.Join(b, "sub", "plain"), []byte("plain"))
 
-				err := removeAll(b, d.use)
+				err := removeAll(b, nil, d.use)
 				t.Logf("removeAll: %v", err)
 				if err == nil || !strings.Contains(err.Error(), mp) || !errors.Is(err, unix.EBUSY) {
 					t.Fatalf("removeAll = %v, want an EBUSY error naming %s", err, mp)
@@ -265,7 +265,7 @@ func TestRemoveAllControl(t *testing.T) {
 	mp := filepath.Join(b, "rootfs")
 	mkdir(t, mp)
 	bindMount(t, host, mp)
-	err := removeAll(b, detectors{})
+	err := removeAll(b, nil, detectors{})
 	if err == nil || !errors.Is(err, unix.EBUSY) {
 		t.Errorf("removeAll without checks = %v, want rmdir's EBUSY on the mount point", err)
 	}
@@ -341,7 +341,7 @@ func TestRemoveAllPlain(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			p := tc.setup(t, dir)
-			if err := RemoveAll(p); err != nil {
+			if err := RemoveAll(p, nil); err != nil {
 				t.Fatalf("RemoveAll(%s): %v", p, err)
 			}
 			if exists(strings.TrimSuffix(p, "/")) {
@@ -353,7 +353,7 @@ func TestRemoveAllPlain(t *testing.T) {
 		})
 	}
 	for _, p := range []string{"", "/", "/.", "//"} {
-		if err := RemoveAll(p); err == nil {
+		if err := RemoveAll(p, nil); err == nil {
 			t.Errorf("RemoveAll(%q) = nil, want a refusal", p)
 		}
 	}
@@ -374,7 +374,7 @@ func TestRemoveAllConcurrent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = RemoveAll(b)
+			errs[i] = RemoveAll(b, nil)
 		}()
 	}
 	wg.Wait()
@@ -392,7 +392,7 @@ func TestUnmountAll(t *testing.T) {
 	requireRoot(t)
 	t.Run("nothing mounted", func(t *testing.T) {
 		for _, p := range []string{t.TempDir(), filepath.Join(t.TempDir(), "missing")} {
-			um, err := UnmountAll(p)
+			um, err := UnmountAll(p, nil)
 			if err != nil || len(um) != 0 {
 				t.Errorf("UnmountAll(%s) = %v, %v", p, um, err)
 			}
@@ -406,7 +406,7 @@ func TestUnmountAll(t *testing.T) {
 		bindMount(t, host, mp)
 		tmpfsMount(t, mp)
 		bindMount(t, host, mp)
-		um, err := UnmountAll(mp)
+		um, err := UnmountAll(mp, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -449,16 +449,16 @@ func TestUnmountAll(t *testing.T) {
 		if err := os.Symlink(filepath.Join(dir, "real"), filepath.Join(dir, "alias")); err != nil {
 			t.Fatal(err)
 		}
-		um, err := UnmountAll(filepath.Join(dir, "alias", "rootfs"))
+		um, err := UnmountAll(filepath.Join(dir, "alias", "rootfs"), nil)
 		if err != nil || !slices.Equal(um, []string{mp}) {
 			t.Errorf("UnmountAll through a symlinked parent = %v, %v", um, err)
 		}
 	})
 	t.Run("refuses root", func(t *testing.T) {
-		if _, err := UnmountAll("/"); err == nil {
+		if _, err := UnmountAll("/", nil); err == nil {
 			t.Error("UnmountAll(/) = nil")
 		}
-		if _, err := UnmountAll(""); err == nil {
+		if _, err := UnmountAll("", nil); err == nil {
 			t.Error(`UnmountAll("") = nil`)
 		}
 	})

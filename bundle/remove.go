@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/mounttable"
 )
 
 // maxRmdirAttempts bounds how often RemoveAll empties a directory that
@@ -28,14 +31,21 @@ var allDetectors = detectors{mountinfo: true, dev: true, openat2: true}
 // before 5.6, EPERM from a seccomp filter, EINVAL/E2BIG for unknown flags).
 var openat2Missing atomic.Bool
 
+// probeOpenat2 makes openat2Works's one trial.
+var probeOpenat2 sync.Once
+
 // RemoveAll removes path and everything below it, like os.RemoveAll, but
 // never crosses a mount point: a directory or file that is a mount point (by
 // mountinfo, by st_dev, or by openat2 RESOLVE_NO_XDEV) is left in place with
 // everything above it, and the returned error names each such path.
 // A missing path is success.
 //
-// Edge cases: the set of mount points is read from mountinfo before the walk;
-// if it cannot be read nothing is removed. The walk uses only
+// Edge cases: the mount points known before the walk are those t lists
+// below path (nil: mountinfo read now) that are still mount points then
+// (t may predate the unmounts that followed it); where openat2 is
+// unavailable (kernels before 5.6, a seccomp filter) mountinfo is read now
+// whatever t is, as only mountinfo then shows a bind mount of the same
+// filesystem; if it cannot be read nothing is removed. The walk uses only
 // file-descriptor-relative calls (openat with O_NOFOLLOW|O_DIRECTORY,
 // fstatat, unlinkat) and never follows a symlink: a symlink, including path
 // itself, is removed as a link. ENOENT at any step (a concurrent delete of
@@ -47,11 +57,11 @@ var openat2Missing atomic.Bool
 // mountinfo needs real paths); "/" and "" are refused. Each mount point left
 // is reported as an error wrapping unix.EBUSY; other failures (EACCES,
 // EROFS...) are reported too, and the walk goes on past them.
-func RemoveAll(path string) error {
-	return removeAll(path, allDetectors)
+func RemoveAll(path string, t *mounttable.Table) error {
+	return removeAll(path, t, allDetectors)
 }
 
-func removeAll(path string, use detectors) error {
+func removeAll(path string, t *mounttable.Table, use detectors) error {
 	p, err := resolvePath(path)
 	if err != nil {
 		return fmt.Errorf("remove all %q: %w", path, err)
@@ -61,11 +71,19 @@ func removeAll(path string, use detectors) error {
 	}
 	r := &remover{use: use, mounts: map[string]struct{}{}}
 	if use.mountinfo {
-		ms, err := mountsUnder(p)
+		if !openat2Works() {
+			t = nil
+		}
+		ms, err := mountsUnder(t, p)
 		if err != nil {
 			return fmt.Errorf("remove all %s: nothing removed: %w", p, err)
 		}
 		for _, m := range ms {
+			if t != nil {
+				if still, _ := stillMounted(m.Mountpoint); !still {
+					continue
+				}
+			}
 			r.mounts[m.Mountpoint] = struct{}{}
 		}
 	}
@@ -265,6 +283,20 @@ func (r *remover) openDir(dirFd int, name string) (int, error) {
 			return fd, err
 		}
 	}
+}
+
+// openat2Works says whether openat2 can be used here, trying it once on
+// "/" when no call has said so yet.
+func openat2Works() bool {
+	if openat2Missing.Load() {
+		return false
+	}
+	probeOpenat2.Do(func() {
+		if fd, err := openat2(unix.AT_FDCWD, "/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC); err == nil {
+			unix.Close(fd)
+		}
+	})
+	return !openat2Missing.Load()
 }
 
 // openat2 opens name in dirFd with RESOLVE_NO_XDEV and no symlinks. When

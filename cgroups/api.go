@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/mounttable"
 )
 
 // Evidence is what a container's cgroups are found from. Every field may be
@@ -64,7 +66,7 @@ type Set struct {
 // never nil. An empty Set with no evidence is not an error. Find does not
 // check that the directories exist.
 func Find(ev Evidence) (*Set, []error) {
-	sets, errs := FindEach(ev)
+	sets, errs := FindEach(nil, ev)
 	return sets[0], errs[0]
 }
 
@@ -87,11 +89,12 @@ func (s *Set) Outside(o *Set) string {
 }
 
 // FindEach is Find for each evidence in turn, against one reading of the
-// mount table (mountinfo is read once: its cost grows with the number of
-// mounts on the host).
-func FindEach(evs ...Evidence) ([]*Set, [][]error) {
+// mount table: mt, or mountinfo read now when mt is nil (its cost grows
+// with the number of mounts on the host; one gc sweep shares a reading).
+// The guarded processes' cgroups are read now either way.
+func FindEach(mt *mounttable.Table, evs ...Evidence) ([]*Set, [][]error) {
 	sets, errs := make([]*Set, len(evs)), make([][]error, len(evs))
-	t, err := loadTable()
+	t, err := loadTable(mt)
 	for i, ev := range evs {
 		if err != nil {
 			sets[i], errs[i] = &Set{}, []error{fmt.Errorf("find cgroups: %w", err)}
@@ -116,7 +119,7 @@ func (s *Set) resolve() ([]dirInfo, []error) {
 	if s.cached() {
 		dirs = s.dirs
 	} else {
-		t, err := loadTable()
+		t, err := loadTable(nil)
 		if err != nil {
 			return nil, []error{fmt.Errorf("validate cgroups: %w", err)}
 		}
@@ -327,7 +330,7 @@ func killAndWait(ctx context.Context, fd, pid int) (bool, error) {
 // cgroup2) that is mounted at its hierarchy's root and visible, from
 // /proc/self/mountinfo, in mount order.
 func Hierarchies() ([]string, error) {
-	t, err := loadTable()
+	t, err := loadTable(nil)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/moby/sys/mountinfo"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/mounttable"
 )
 
 // dirInfo is one resolved, validated cgroup directory.
@@ -59,17 +60,20 @@ func guardedPids() []guardPid {
 	return append(g, guardPid{1, "init (pid 1)"})
 }
 
-// loadTable reads /proc/self/mountinfo and the guarded processes' cgroups.
-func loadTable() (*table, error) {
-	infos, err := mountinfo.GetMounts(nil)
-	if err != nil {
-		return nil, fmt.Errorf("read mountinfo: %w", err)
+// loadTable takes the mounts from mt (nil: mountinfo read now) and reads
+// the guarded processes' cgroups.
+func loadTable(mt *mounttable.Table) (*table, error) {
+	if mt == nil {
+		var err error
+		if mt, err = mounttable.Read(); err != nil {
+			return nil, err
+		}
 	}
 	t, err := guardedNow()
 	if err != nil {
 		return nil, err
 	}
-	t.mounts = mountsFrom(infos, t.guarded[0].paths)
+	t.mounts = mountsFrom(mt.All(), t.guarded[0].paths)
 	return t, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/mounttable"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,6 +44,16 @@ func TestKillRemoveHybrid(t *testing.T) {
 	}
 	if !set.Contains(direct.pid) || !set.Contains(nested.pid) || set.Contains(bystander.pid) {
 		t.Fatal("Contains disagrees with the cgroups")
+	}
+	// The same from a reading of the mount table taken before (one gc
+	// sweep shares one across its deletes).
+	mt, err := mounttable.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared, sharedErrs := FindEach(mt, Evidence{StatePaths: state, CgroupsPath: "/" + name})
+	if len(sharedErrs[0]) > 0 || !slices.Equal(sorted(shared[0].Dirs), sorted(dirs)) || !shared[0].Contains(direct.pid) {
+		t.Fatalf("FindEach(a reading of the mount table) = %v, %v; want %v", shared[0].Dirs, sharedErrs[0], dirs)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -184,7 +195,7 @@ func mountPrivateCgroup2(t *testing.T) string {
 // dropped: what Find sees on a pure cgroup2 host that mounts it at mp.
 func pureV2Table(t *testing.T, mp string) *table {
 	t.Helper()
-	tb, err := loadTable()
+	tb, err := loadTable(nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/cgroups"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/internal/failpoint"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/liveness"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/mounttable"
 )
 
 // DefaultTimeout bounds a whole delete. containerd gives the delete command
@@ -53,6 +54,14 @@ type Request struct {
 	// to be the task's is SIGKILLed (step "shim"). False: no shim is
 	// signalled.
 	KillShim bool
+	// Mounts, when set, is the mount table shared by the deletes of one
+	// sweep (gc): the delete takes its readings from it (at load, for the
+	// cgroups; at unmount, for the mounts under the task directory)
+	// instead of reading mountinfo, whose cost grows with every mount on
+	// the host. nil: each is read afresh. Either way every mount point is
+	// confirmed on the live system before anything is removed (package
+	// bundle).
+	Mounts *mounttable.Shared
 }
 
 // TaskDir returns the task directory Delete resolves for r, after
@@ -193,6 +202,12 @@ type deletion struct {
 	// container's (stateMatchesBundle): the runtime's delete, which would
 	// act on it, is not run.
 	stateUntrusted bool
+
+	// loadMounts is the mount table load found the cgroups in (release
+	// removes runc's state directory with it); unmountMounts the one
+	// unmount took the mounts from (remove uses it). nil: none could be
+	// read, and each use reads afresh.
+	loadMounts, unmountMounts *mounttable.Table
 }
 
 // unsafe returns ErrUnsafe, with why, when the task directory had to be
@@ -342,7 +357,11 @@ func (d *deletion) load(ctx context.Context, s *StepReport) {
 	}
 	ev := evidence(b)
 	checkPath, checkSystemd := stateCheck(b)
-	sets, errs := cgroups.FindEach(ev,
+	// A table that cannot be read is nil: FindEach then tries once more,
+	// and reports.
+	mt, _ := d.req.Mounts.Get()
+	d.loadMounts = mt
+	sets, errs := cgroups.FindEach(mt, ev,
 		cgroups.Evidence{CgroupsPath: checkPath, Systemd: checkSystemd},
 		cgroups.Evidence{StatePaths: ev.StatePaths})
 	set, setErrs := sets[0], errs[0]
@@ -353,7 +372,8 @@ func (d *deletion) load(ctx context.Context, s *StepReport) {
 		s.problem(err)
 		d.stateUntrusted = true
 		b.State = nil
-		set, setErrs = cgroups.Find(evidence(b))
+		sets, errs := cgroups.FindEach(mt, evidence(b))
+		set, setErrs = sets[0], errs[0]
 	}
 	d.cgroups = set
 	for _, e := range setErrs {
@@ -511,7 +531,7 @@ func (d *deletion) release(ctx context.Context, s *StepReport) {
 	case err != nil:
 		s.fail(err)
 	case ok:
-		if err := bundle.RemoveAll(d.b.StateDir); err != nil {
+		if err := bundle.RemoveAll(d.b.StateDir, d.loadMounts); err != nil {
 			s.fail(fmt.Errorf("runc state: %w", err))
 		} else {
 			s.done("removed runc state " + d.b.StateDir)
@@ -547,7 +567,14 @@ func isRuncState(dir string) (bool, error) {
 // unmount is step 5: every mount at or below the task directory, deepest
 // first. A mount that stays keeps step 6 from touching the task directory.
 func (d *deletion) unmount(ctx context.Context, s *StepReport) {
-	unmounted, err := bundle.UnmountAll(d.path)
+	mt, err := d.req.Mounts.Get()
+	if err != nil {
+		d.mountsLeft = true
+		s.fail(fmt.Errorf("unmount all %s: %w", d.path, err))
+		return
+	}
+	d.unmountMounts = mt
+	unmounted, err := bundle.UnmountAll(d.path, mt)
 	if len(unmounted) > 0 {
 		s.done(fmt.Sprintf("unmounted %d: %s", len(unmounted), strings.Join(unmounted, " ")))
 	}
@@ -581,11 +608,11 @@ func (d *deletion) remove(ctx context.Context, s *StepReport) {
 	safe := !d.mountsLeft && !d.survivors
 	if safe && d.b.WorkDir != "" {
 		wg.Add(1)
-		go func() { defer wg.Done(); wdErr = bundle.RemoveAll(d.b.WorkDir) }()
+		go func() { defer wg.Done(); wdErr = bundle.RemoveAll(d.b.WorkDir, d.unmountMounts) }()
 	}
 	wg.Wait()
 	if safe && !d.b.Missing {
-		dirErr = bundle.RemoveAll(d.path)
+		dirErr = bundle.RemoveAll(d.path, d.unmountMounts)
 	}
 
 	if sockErr != nil {

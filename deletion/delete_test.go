@@ -3,6 +3,7 @@ package deletion
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/internal/testutil"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/mounttable"
 
 	"golang.org/x/sys/unix"
 )
@@ -162,6 +164,69 @@ func TestDeleteBindMountDataSurvives(t *testing.T) {
 	if err != nil || string(got) != "user data" {
 		t.Fatalf("bind source data lost: %q, %v", got, err)
 	}
+}
+
+// TestDeleteSharedMountTable: deletes given one reading of the mount table
+// (as one gc sweep's are) unmount what it lists, and a mount made under a
+// task directory after the reading is never crossed: the delete leaves the
+// task directory and says so, and the next delete, with a new reading,
+// finishes.
+func TestDeleteSharedMountTable(t *testing.T) {
+	testutil.NeedRoot(t)
+	host := t.TempDir()
+	if err := os.WriteFile(filepath.Join(host, "precious"), []byte("user data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bind := func(dir string) string {
+		target := filepath.Join(dir, "rootfs", "data")
+		if err := os.Mkdir(target, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Mount(host, target, "", unix.MS_BIND, ""); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = unix.Unmount(target, unix.MNT_DETACH) })
+		return target
+	}
+	precious := func() {
+		t.Helper()
+		if got, err := os.ReadFile(filepath.Join(host, "precious")); err != nil || string(got) != "user data" {
+			t.Fatalf("bind source data lost: %q, %v", got, err)
+		}
+	}
+	listed, late := testutil.RandID("listed"), testutil.RandID("late")
+	listedDir, lateDir := testutil.TaskDir(t, listed, nil), testutil.TaskDir(t, late, nil)
+	bind(listedDir)
+	shared := &mounttable.Shared{MaxAge: time.Hour}
+	if _, err := shared.Get(); err != nil {
+		t.Fatal(err)
+	}
+	lateMount := bind(lateDir) // after the reading
+
+	rep, err := Delete(context.Background(), Request{Namespace: testNS, ID: listed, Bundle: listedDir, Mounts: shared})
+	t.Logf("listed:\n%s", rep.Text())
+	if err != nil {
+		t.Fatalf("delete of a task whose mount the reading lists: %v", err)
+	}
+	testutil.AssertGone(t, listedDir)
+	precious()
+
+	rep, err = Delete(context.Background(), Request{Namespace: testNS, ID: late, Bundle: lateDir, Mounts: shared})
+	t.Logf("late:\n%s", rep.Text())
+	if !errors.Is(err, ErrUnsafe) || !strings.Contains(err.Error(), lateDir) {
+		t.Fatalf("delete with a mount the reading predates = %v, want ErrUnsafe naming %s", err, lateDir)
+	}
+	if !strings.Contains(rep.Text(), lateMount) {
+		t.Errorf("the report does not name the mount left in place (%s)", lateMount)
+	}
+	precious()
+	if _, err := os.Stat(lateDir); err != nil {
+		t.Fatalf("task directory: %v, want it left in place", err)
+	}
+
+	mustDelete(t, lateDir, late) // a new reading: finishes
+	testutil.AssertGone(t, lateDir)
+	precious()
 }
 
 func TestDeleteEveryFileCorrupt(t *testing.T) {

@@ -59,7 +59,7 @@ func (d *deletion) startSandboxTasks(ctx context.Context) (wait func()) {
 			defer wg.Done()
 			rep, err := Delete(ctx, Request{
 				Namespace: d.req.Namespace, ID: m.ID, Bundle: m.Path,
-				KillShim: d.req.KillShim, sandboxMember: true,
+				KillShim: d.req.KillShim, sandboxMember: true, Mounts: d.req.Mounts,
 			})
 			results[i] = result{m.ID, rep, err}
 		}()

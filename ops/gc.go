@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/shimrobust/containerd-shim-runc-v2-robust/deletion"
-	"github.com/shimrobust/containerd-shim-runc-v2-robust/liveness"
 	"io"
 	"io/fs"
 	"os"
@@ -16,6 +14,10 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/deletion"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/liveness"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/mounttable"
 
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/bundle"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/cgroups"
@@ -251,7 +253,8 @@ func GC(ctx context.Context, opts GCOptions) *GCReport {
 		Residue:          []GCResidue{},
 		Problems:         []string{},
 	}
-	r := &gcRun{opts: opts, g: g, stateDir: stateDir, roots: map[string]bool{opts.RuncRoot: true}, namespaces: map[string]bool{}}
+	r := &gcRun{opts: opts, g: g, stateDir: stateDir, roots: map[string]bool{opts.RuncRoot: true}, namespaces: map[string]bool{},
+		mounts: &mounttable.Shared{MaxAge: sweepMountsMaxAge}}
 	r.sweep(ctx)
 	r.scanResidue()
 	for root := range r.roots {
@@ -282,7 +285,19 @@ type gcRun struct {
 	// namespaces seen (task state and runc roots), for the cgroup scan.
 	roots      map[string]bool
 	namespaces map[string]bool
+	// mounts is the mount table the sweep's deletes share (read again
+	// once older than sweepMountsMaxAge): reading mountinfo costs time for
+	// every mount on the host, and a host with N orphans has N rootfs
+	// mounts, so one reading per delete would make a sweep quadratic.
+	mounts *mounttable.Shared
 }
+
+// sweepMountsMaxAge is how old the mount table a sweep's deletes share may
+// be. Each delete confirms every mount point on the live system before it
+// removes anything (a mount made after the reading is left in place and
+// reported, and the next sweep takes it down), so the age bounds only how
+// long such a mount can wait, never what is removed.
+const sweepMountsMaxAge = time.Second
 
 func (g *GCReport) problem(err error) { g.Problems = append(g.Problems, err.Error()) }
 
@@ -463,7 +478,7 @@ func (r *gcRun) delete(ctx context.Context, t *GCTask) error {
 		t.Why += "; not deleted: " + why
 		return nil
 	}
-	rep, err := deletion.Delete(ctx, deletion.Request{Namespace: t.Namespace, ID: t.ID, Bundle: t.Path})
+	rep, err := deletion.Delete(ctx, deletion.Request{Namespace: t.Namespace, ID: t.ID, Bundle: t.Path, Mounts: r.mounts})
 	rec := NewDeleteRecord(rep, err, "", TriggerGC)
 	t.Delete, t.report = &rec, rep
 	t.Action = GCDeleted

@@ -1,0 +1,29 @@
+// Package deletion is the delete path: one task's cleanup, step by step,
+// and what it answers.
+//
+// It owns:
+//   - the order of the steps and what each hands to the next (delete.go:
+//     resolve, load, shim, kill, sandbox, release, unmount, remove; the
+//     task directory's lock; the whole delete's deadline, DefaultTimeout);
+//   - which evidence is trusted: runc's state only when its cgroups are
+//     the bundle's, an init only with its recorded start time and inside
+//     the container's cgroups (load, kill);
+//   - when the runtime binary runs (`runc delete --force`: poststop hooks,
+//     a systemd unit, Intel RDT, an unreadable state; runtime.go) and when
+//     the delete finishes natively instead;
+//   - a hung shim's kill, only with proof (shim.go); a CRI sandbox's dead
+//     member containers (sandbox.go); the systemd scope unit (systemd.go);
+//   - which mount table readings the steps use: afresh, or the one a gc
+//     sweep shares (Request.Mounts);
+//   - the Report (report.go) and the DeleteResponse containerd decodes
+//     (response.go).
+//
+// It leaves each concern to its package: reading the task directory,
+// unmounting and mount-safe removal to bundle; finding, killing and
+// removing cgroups to cgroups; whether a shim is alive and which process it
+// is to liveness; systemd units to systemdunit. It never removes a file
+// itself, never signals a process that is not proven the container's (or
+// the task's hung shim), and never talks to containerd. A task directory
+// that still holds a mount or a surviving process is left, said so
+// (ErrUnsafe), and guarded against containerd's own removal.
+package deletion
