@@ -88,10 +88,8 @@ func TestKillRemoveHybrid(t *testing.T) {
 	}
 	assertNoDirs(t, append(dirs, children...)...)
 	assertAlive(t, bystander)
+	// Timings are logged, not asserted: speed is the benchmarks' to show.
 	t.Logf("Kill %v, Remove %v for %d hierarchies", killTime, removeTime, len(dirs))
-	if killTime+removeTime > time.Second {
-		t.Errorf("kill and remove took %v; want well under a second", killTime+removeTime)
-	}
 
 	// Idempotent: a second pass finds nothing to do.
 	if n, err := set.Kill(ctx); n != 0 || err != nil {

@@ -74,7 +74,7 @@ func parseConfig(args []string) (config, error) {
 	fs.IntVar(&c.ProfileTasks, "profile-tasks", 4, "further dead tasks of ours for each profile (warm in-process, cold fresh process, runc alone), on each line")
 	fs.IntVar(&c.StartRuns, "start-runs", 30, "runs of each command for the binary start (minimal Go binary, ours -h, ...)")
 	restart := fs.String("restart", "100", "comma-separated numbers of dead tasks for the restart phase, on each line")
-	fs.IntVar(&c.Starts, "starts", 15, "timed container create+starts per shim, on each line (each shim then sampled for RSS)")
+	fs.IntVar(&c.Starts, "starts", 60, "timed container create+starts per shim, on each line (each shim then sampled for RSS)")
 	fs.IntVar(&c.RSSSamples, "rss-samples", 5, "VmRSS samples per idle shim")
 	fs.IntVar(&c.Workers, "setup-workers", 2, "containers set up at a time (untimed)")
 	fs.IntVar(&c.GCOrphans, "gc", 1000, "orphans swept by the gc phase (go test ./ops -run TestGCScale -gcscale=N); 0 skips it")
