@@ -141,14 +141,29 @@ func TestDeleteNeverSignalsUnprovenPids(t *testing.T) {
 	})
 }
 
-func TestDeleteBindMountDataSurvives(t *testing.T) {
-	testutil.NeedRoot(t)
-	id := testutil.RandID("mnt")
+// preciousHost makes a host directory holding user data that no delete may
+// touch.
+func preciousHost(t *testing.T) string {
+	t.Helper()
 	host := t.TempDir()
 	if err := os.WriteFile(filepath.Join(host, "precious"), []byte("user data"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	dir := testutil.TaskDir(t, id, nil)
+	return host
+}
+
+// assertPrecious fails the test when the user data in host is gone.
+func assertPrecious(t *testing.T, host string) {
+	t.Helper()
+	if got, err := os.ReadFile(filepath.Join(host, "precious")); err != nil || string(got) != "user data" {
+		t.Fatalf("bind source data lost: %q, %v", got, err)
+	}
+}
+
+// bindIntoRootfs bind-mounts host on rootfs/data of the task directory dir
+// (as a container's volume left mounted) and returns the mount point.
+func bindIntoRootfs(t *testing.T, dir, host string) string {
+	t.Helper()
 	target := filepath.Join(dir, "rootfs", "data")
 	if err := os.Mkdir(target, 0o755); err != nil {
 		t.Fatal(err)
@@ -157,13 +172,19 @@ func TestDeleteBindMountDataSurvives(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = unix.Unmount(target, unix.MNT_DETACH) })
+	return target
+}
+
+func TestDeleteBindMountDataSurvives(t *testing.T) {
+	testutil.NeedRoot(t)
+	id := testutil.RandID("mnt")
+	host := preciousHost(t)
+	dir := testutil.TaskDir(t, id, nil)
+	bindIntoRootfs(t, dir, host)
 
 	mustDelete(t, dir, id)
 	testutil.AssertGone(t, dir)
-	got, err := os.ReadFile(filepath.Join(host, "precious"))
-	if err != nil || string(got) != "user data" {
-		t.Fatalf("bind source data lost: %q, %v", got, err)
-	}
+	assertPrecious(t, host)
 }
 
 // TestDeleteSharedMountTable: deletes given one reading of the mount table
@@ -173,27 +194,9 @@ func TestDeleteBindMountDataSurvives(t *testing.T) {
 // finishes.
 func TestDeleteSharedMountTable(t *testing.T) {
 	testutil.NeedRoot(t)
-	host := t.TempDir()
-	if err := os.WriteFile(filepath.Join(host, "precious"), []byte("user data"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	bind := func(dir string) string {
-		target := filepath.Join(dir, "rootfs", "data")
-		if err := os.Mkdir(target, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := unix.Mount(host, target, "", unix.MS_BIND, ""); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = unix.Unmount(target, unix.MNT_DETACH) })
-		return target
-	}
-	precious := func() {
-		t.Helper()
-		if got, err := os.ReadFile(filepath.Join(host, "precious")); err != nil || string(got) != "user data" {
-			t.Fatalf("bind source data lost: %q, %v", got, err)
-		}
-	}
+	host := preciousHost(t)
+	bind := func(dir string) string { return bindIntoRootfs(t, dir, host) }
+	precious := func() { t.Helper(); assertPrecious(t, host) }
 	listed, late := testutil.RandID("listed"), testutil.RandID("late")
 	listedDir, lateDir := testutil.TaskDir(t, listed, nil), testutil.TaskDir(t, late, nil)
 	bind(listedDir)
