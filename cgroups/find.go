@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/moby/sys/mountinfo"
+
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/mounttable"
 )
 

@@ -9,8 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shimrobust/containerd-shim-runc-v2-robust/mounttable"
 	"golang.org/x/sys/unix"
+
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/mounttable"
 )
 
 // TestKillRemoveHybrid is the delete path on this machine's real layout

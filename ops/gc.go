@@ -15,12 +15,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/bundle"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/cgroups"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/deletion"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/liveness"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/mounttable"
-
-	"github.com/shimrobust/containerd-shim-runc-v2-robust/bundle"
-	"github.com/shimrobust/containerd-shim-runc-v2-robust/cgroups"
 )
 
 // DefaultStateDir is containerd's runtime v2 task state directory with the
