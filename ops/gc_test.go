@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/internal/promtest"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/internal/testutil"
 )
 
@@ -259,7 +260,7 @@ func TestGC(t *testing.T) {
 			t.Errorf("JSON round trip: %v", err)
 		}
 
-		fams := parseMetrics(t, metricsDir)
+		fams := promtest.Parse(t, filepath.Join(metricsDir, MetricsFile))
 		for _, c := range []struct {
 			name   string
 			labels []string
@@ -274,7 +275,7 @@ func TestGC(t *testing.T) {
 			{metricResidue, []string{"kind", "runc_state"}, 1},
 			{metricResidue, []string{"kind", "partial_removal"}, 1},
 		} {
-			if got, ok := metricValue(fams, c.name, c.labels...); !ok || got < c.min {
+			if got, ok := fams.Value(c.name, c.labels...); !ok || got < c.min {
 				t.Errorf("%s%v = %v (present %v), want at least %v", c.name, c.labels, got, ok, c.min)
 			}
 		}

@@ -9,58 +9,8 @@ import (
 	"time"
 
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/deletion"
-
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/internal/promtest"
 )
-
-// parseMetrics parses the textfile with Prometheus's own parser.
-func parseMetrics(t *testing.T, dir string) map[string]*dto.MetricFamily {
-	t.Helper()
-	f, err := os.Open(filepath.Join(dir, MetricsFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var p expfmt.TextParser
-	fams, err := p.TextToMetricFamilies(f)
-	if err != nil {
-		t.Fatalf("metrics file does not parse as Prometheus text: %v", err)
-	}
-	return fams
-}
-
-// metricValue is the value of the sample of family name whose labels
-// include every pair in labels; ok is false when there is none.
-func metricValue(fams map[string]*dto.MetricFamily, name string, labels ...string) (float64, bool) {
-	fam, ok := fams[name]
-	if !ok {
-		return 0, false
-	}
-next:
-	for _, m := range fam.GetMetric() {
-		for i := 0; i < len(labels); i += 2 {
-			found := false
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
-					found = true
-				}
-			}
-			if !found {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue(), true
-		case m.Gauge != nil:
-			return m.Gauge.GetValue(), true
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount()), true
-		}
-	}
-	return 0, false
-}
 
 func record(result Result, trigger string, d time.Duration, failed ...string) DeleteRecord {
 	rec := DeleteRecord{Result: result, Trigger: trigger, DurationSeconds: d.Seconds()}
@@ -102,7 +52,7 @@ func TestMetricsConcurrentWritersAddUp(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	fams := parseMetrics(t, dir)
+	fams := promtest.Parse(t, filepath.Join(dir, MetricsFile))
 	for _, c := range []struct {
 		name   string
 		labels []string
@@ -116,7 +66,7 @@ func TestMetricsConcurrentWritersAddUp(t *testing.T) {
 		{metricStepsFailed, []string{"step", "kill"}, 0},
 		{metricDuration, nil, writers*each + 1}, // refused deletes have no duration
 	} {
-		got, ok := metricValue(fams, c.name, c.labels...)
+		got, ok := fams.Value(c.name, c.labels...)
 		if !ok || got != c.want {
 			t.Errorf("%s%v = %v (present %v), want %v", c.name, c.labels, got, ok, c.want)
 		}
@@ -162,7 +112,7 @@ func TestMetricsGCGaugesAndCorruptState(t *testing.T) {
 	if err := m.RecordGC(&g2); err != nil {
 		t.Fatal(err)
 	}
-	fams := parseMetrics(t, dir)
+	fams := promtest.Parse(t, filepath.Join(dir, MetricsFile))
 	for _, c := range []struct {
 		name   string
 		labels []string
@@ -177,7 +127,7 @@ func TestMetricsGCGaugesAndCorruptState(t *testing.T) {
 		{metricResidue, []string{"kind", "cgroup"}, 0}, // the last run found none
 		{metricDeletes, []string{"trigger", "gc", "result", "deleted"}, 0},
 	} {
-		got, ok := metricValue(fams, c.name, c.labels...)
+		got, ok := fams.Value(c.name, c.labels...)
 		if !ok || got != c.want {
 			t.Errorf("%s%v = %v (present %v), want %v", c.name, c.labels, got, ok, c.want)
 		}

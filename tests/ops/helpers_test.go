@@ -12,10 +12,8 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/cli"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/internal/promtest"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/ops"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/tests/harness"
 )
@@ -110,55 +108,6 @@ func mountsUnder(t *testing.T, dir string) []string {
 	return out
 }
 
-// parseMetrics parses a textfile-collector file with Prometheus's parser.
-func parseMetrics(t *testing.T, dir string) map[string]*dto.MetricFamily {
-	t.Helper()
-	f, err := os.Open(filepath.Join(dir, ops.MetricsFile))
-	if err != nil {
-		t.Fatalf("metrics file: %v", err)
-	}
-	defer f.Close()
-	var p expfmt.TextParser
-	fams, err := p.TextToMetricFamilies(f)
-	if err != nil {
-		t.Fatalf("the metrics file does not parse as Prometheus text format: %v", err)
-	}
-	return fams
-}
-
-// metricValue is the value of the sample of family name whose labels
-// include every pair in labels (a histogram's sample count); ok is false
-// when there is none.
-func metricValue(fams map[string]*dto.MetricFamily, name string, labels ...string) (float64, bool) {
-	fam, ok := fams[name]
-	if !ok {
-		return 0, false
-	}
-next:
-	for _, m := range fam.GetMetric() {
-		for i := 0; i+1 < len(labels); i += 2 {
-			found := false
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
-					found = true
-				}
-			}
-			if !found {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue(), true
-		case m.Gauge != nil:
-			return m.Gauge.GetValue(), true
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount()), true
-		}
-	}
-	return 0, false
-}
-
 // metric is one expected sample.
 type metric struct {
 	name    string
@@ -167,10 +116,10 @@ type metric struct {
 	atLeast bool
 }
 
-func checkMetrics(t *testing.T, fams map[string]*dto.MetricFamily, ms []metric) {
+func checkMetrics(t *testing.T, fams promtest.Families, ms []metric) {
 	t.Helper()
 	for _, m := range ms {
-		got, ok := metricValue(fams, m.name, m.labels...)
+		got, ok := fams.Value(m.name, m.labels...)
 		switch {
 		case !ok:
 			t.Errorf("metric %s%v missing", m.name, m.labels)

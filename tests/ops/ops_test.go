@@ -14,6 +14,7 @@ import (
 
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/cli"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/deletion"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/internal/promtest"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/ops"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/tests/harness"
 )
@@ -275,7 +276,7 @@ func TestNodeSweep(t *testing.T) {
 	})
 
 	t.Run("metrics file parses as Prometheus text", func(t *testing.T) {
-		fams := parseMetrics(t, metrics)
+		fams := promtest.Parse(t, filepath.Join(metrics, ops.MetricsFile))
 		swept := 0
 		for _, n := range nodes {
 			if n.swept {
@@ -366,7 +367,7 @@ func TestContainerdRunsOurDelete(t *testing.T) {
 	if log := daemon.LogTail(200); strings.Contains(log, "failed to clean up after shim disconnected") {
 		t.Errorf("containerd logged a failed cleanup:\n%s", log)
 	}
-	fams := parseMetrics(t, containerdMetrics)
+	fams := promtest.Parse(t, filepath.Join(containerdMetrics, ops.MetricsFile))
 	checkMetrics(t, fams, []metric{
 		{name: "containerd_shim_robust_deletes_total", labels: []string{"trigger", "containerd", "result", "deleted"}, want: 1},
 		{name: "containerd_shim_robust_deletes_total", labels: []string{"trigger", "manual", "result", "deleted"}, want: 0},
