@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -211,7 +212,7 @@ func TestNodeSweep(t *testing.T) {
 			t.Fatalf("stdout is not one JSON record: %v\n%q", err, r.stdout)
 		}
 		t.Logf("delete: %s in %.3fs: %s", rec.Result, rec.DurationSeconds, stepTimes(rec))
-		if rec.Result != ops.ResultDeleted || rec.Bundle != c.Bundle || rec.Trigger != ops.TriggerManual || rec.Pid != c.Init.Pid || !sameSteps(rec.Steps) || len(rec.Left) != 0 {
+		if rec.Result != ops.ResultDeleted || rec.Bundle != c.Bundle || rec.Trigger != ops.TriggerManual || rec.Pid != c.Init.Pid || !slices.EqualFunc(rec.Steps, deletion.Steps, func(r ops.StepRecord, step string) bool { return r.Step == step }) || len(rec.Left) != 0 {
 			t.Errorf("record: %+v", rec)
 		}
 		for _, s := range rec.Steps {
@@ -405,18 +406,4 @@ func logDeletes(t *testing.T, g *ops.GCReport) {
 			t.Logf("  %s/%s: %s in %.3fs: %s", tk.Namespace, tk.ID, tk.Delete.Result, tk.Delete.DurationSeconds, stepTimes(*tk.Delete))
 		}
 	}
-}
-
-// sameSteps reports whether a record lists exactly the delete path's steps,
-// in order.
-func sameSteps(steps []ops.StepRecord) bool {
-	if len(steps) != len(deletion.Steps) {
-		return false
-	}
-	for i, s := range steps {
-		if s.Step != deletion.Steps[i] {
-			return false
-		}
-	}
-	return true
 }
