@@ -70,18 +70,13 @@ type fleet struct {
 // newFleet makes and starts a private containerd with both shims installed,
 // for the phase named phase (its containerd namespace).
 func (b *bench) newFleet(ctx context.Context, phase string) (*fleet, error) {
-	d, err := harness.NewDaemon(harness.DaemonConfig{
+	d, err := harness.StartDaemon(ctx, harness.DaemonConfig{
 		Binary: b.line.Containerd,
 		Shims:  map[string]string{b.ours.Runtime: b.ours.Binary, b.upstream.Runtime: b.upstream.Binary},
 		Dir:    b.cfg.TmpDir,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("new daemon for %s: %w", phase, err)
-	}
-	sctx, cancel := context.WithTimeout(ctx, harness.StartTimeout+10*time.Second)
-	defer cancel()
-	if err := d.Start(sctx); err != nil {
-		return nil, errors.Join(fmt.Errorf("start containerd for %s: %w", phase, err), d.Close())
+		return nil, fmt.Errorf("daemon for %s: %w", phase, err)
 	}
 	return &fleet{b: b, d: d, ns: b.prefix + "-" + phase}, nil
 }

@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/tests/harness"
 )
@@ -135,15 +134,5 @@ func newDaemon(cgroup2View bool) (*harness.Daemon, error) {
 		cfg.Shims[s.runtime] = s.binary
 	}
 	cfg.Shims[runtimeFailpoint] = failpointShim
-	d, err := harness.NewDaemon(cfg)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), harness.StartTimeout+10*time.Second)
-	defer cancel()
-	if err := d.Start(ctx); err != nil {
-		_ = d.Close()
-		return nil, fmt.Errorf("start containerd %s: %w", containerd, err)
-	}
-	return d, nil
+	return harness.StartDaemon(context.Background(), cfg)
 }

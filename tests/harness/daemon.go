@@ -212,6 +212,22 @@ func (d *Daemon) command() *exec.Cmd {
 	return cmd
 }
 
+// StartDaemon is NewDaemon then Start, within StartTimeout and a margin
+// for the event subscription; a daemon that does not start is closed
+// (its directories removed) and the error says which binary it was.
+func StartDaemon(ctx context.Context, cfg DaemonConfig) (*Daemon, error) {
+	d, err := NewDaemon(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, StartTimeout+10*time.Second)
+	defer cancel()
+	if err := d.Start(ctx); err != nil {
+		return nil, errors.Join(fmt.Errorf("start containerd %s: %w", cfg.Binary, err), d.Close())
+	}
+	return d, nil
+}
+
 // Start starts the daemon and waits until it serves (bounded by
 // StartTimeout) and its event subscription is live. On failure the error
 // carries the tail of the daemon's log.

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/tests/harness"
 )
@@ -90,18 +89,12 @@ func setUp(dir string) error {
 	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("build our shim with -tags failpoint: %w\n%s", err, out)
 	}
-	d, err := harness.NewDaemon(harness.DaemonConfig{Binary: containerd, Shims: map[string]string{
+	d, err := harness.StartDaemon(context.Background(), harness.DaemonConfig{Binary: containerd, Shims: map[string]string{
 		harness.RuntimeRobust:   ours,
 		harness.RuntimeUpstream: upstream,
 	}})
 	if err != nil {
 		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), harness.StartTimeout+10*time.Second)
-	defer cancel()
-	if err := d.Start(ctx); err != nil {
-		_ = d.Close()
-		return fmt.Errorf("start containerd %s: %w", containerd, err)
 	}
 	shared = d
 	fmt.Printf("interrupt: containerd %s (%s), namespace %s, daemon dir %s, shim %s\n", d.Version, containerd, namespace, d.Dir, ours)

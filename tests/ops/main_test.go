@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/cli"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/ops"
@@ -71,18 +70,12 @@ func setUp() error {
 	}
 	os.Unsetenv(cli.EnvStateDir)
 	os.Setenv(ops.EnvMetricsDir, containerdMetrics)
-	d, err := harness.NewDaemon(harness.DaemonConfig{
+	d, err := harness.StartDaemon(context.Background(), harness.DaemonConfig{
 		Binary: containerd,
 		Shims:  map[string]string{harness.RuntimeUpstream: upstream, harness.RuntimeRobust: ours},
 	})
 	if err != nil {
 		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), harness.StartTimeout+10*time.Second)
-	defer cancel()
-	if err := d.Start(ctx); err != nil {
-		_ = d.Close()
-		return fmt.Errorf("start containerd %s: %w", containerd, err)
 	}
 	daemon = d
 	fmt.Printf("ops: containerd %s (%s), namespaces %s %s, daemon dir %s\n", d.Version, containerd, nsA, nsB, d.Dir)
