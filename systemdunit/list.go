@@ -3,7 +3,6 @@ package systemdunit
 import (
 	"context"
 	"fmt"
-	"os"
 	"sort"
 	"time"
 )
@@ -21,17 +20,14 @@ type UnitStatus struct {
 // systemd is not running or no bus can be connected, unchecked says why and
 // the list is empty; err is a failed call to a reachable systemd.
 func List(ctx context.Context, patterns []string, timeout time.Duration) (units []UnitStatus, unchecked string, err error) {
-	if _, err := os.Stat(RunDir); err != nil {
-		return nil, fmt.Sprintf("systemd units could not be checked: systemd is not running (%s missing)", RunDir), nil
-	}
 	if timeout <= 0 {
 		timeout = DefaultStopTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	conn, err := connect(ctx)
-	if err != nil {
-		return nil, fmt.Sprintf("systemd units could not be checked: no D-Bus connection to systemd: %v", err), nil
+	conn, why := dial(ctx)
+	if conn == nil {
+		return nil, "systemd units could not be checked: " + why, nil
 	}
 	defer conn.Close()
 	got, err := conn.ListUnitsByPatternsContext(ctx, nil, patterns)

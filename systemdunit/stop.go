@@ -76,19 +76,15 @@ func Stop(ctx context.Context, u Unit, timeout time.Duration) Result {
 		res.Refused = fmt.Sprintf("unit %q in slice %q is not a container scope: not stopped", u.Name, u.Slice)
 		return res
 	}
-	if _, err := os.Stat(RunDir); err != nil {
-		res.Unchecked = fmt.Sprintf("systemd unit %s could not be checked: systemd is not running (%s: %v)", u.Name, RunDir, errors.Unwrap(err))
-		return res
-	}
 	if timeout <= 0 {
 		timeout = DefaultStopTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	conn, err := connect(ctx)
-	if err != nil {
-		res.Unchecked = fmt.Sprintf("systemd unit %s could not be checked: no D-Bus connection to systemd: %v", u.Name, err)
+	conn, why := dial(ctx)
+	if conn == nil {
+		res.Unchecked = fmt.Sprintf("systemd unit %s could not be checked: %s", u.Name, why)
 		return res
 	}
 	defer conn.Close()
@@ -192,6 +188,20 @@ func state(ctx context.Context, conn *sd.Conn, name string) (unitState, error) {
 	load, _ := props["LoadState"].(string)
 	active, _ := props["ActiveState"].(string)
 	return unitState{load: load, active: active}, nil
+}
+
+// dial connects to systemd within ctx. When systemd is not running (RunDir
+// is missing) or no bus can be connected, conn is nil and why says which,
+// to follow "could not be checked: ".
+func dial(ctx context.Context) (conn *sd.Conn, why string) {
+	if _, err := os.Stat(RunDir); err != nil {
+		return nil, fmt.Sprintf("systemd is not running (%s: %v)", RunDir, errors.Unwrap(err))
+	}
+	conn, err := connect(ctx)
+	if err != nil {
+		return nil, fmt.Sprintf("no D-Bus connection to systemd: %v", err)
+	}
+	return conn, ""
 }
 
 // connect connects to systemd as runc does (the system bus, else, as
