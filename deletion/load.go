@@ -1,0 +1,122 @@
+package deletion
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/bundle"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/cgroups"
+)
+
+// load is step 2: every file of the task directory and runc's state,
+// best-effort. Each problem is reported; none stops the delete.
+func (d *deletion) load(ctx context.Context, s *StepReport) {
+	b, err := bundle.Load(d.path, d.req.Namespace, d.req.ID)
+	if err != nil {
+		// Load fails only on what resolve already validated.
+		s.fail(err)
+		b = &bundle.Bundle{Path: d.path, Namespace: d.req.Namespace, ID: d.req.ID, Missing: true}
+	}
+	d.b = b
+	var missing []string
+	for _, p := range b.Problems {
+		if errors.Is(p.Err, fs.ErrNotExist) {
+			missing = append(missing, p.What)
+			continue
+		}
+		s.problem(p)
+	}
+	if len(missing) > 0 && !b.Missing {
+		s.problem(fmt.Errorf("missing: %s", strings.Join(missing, ", ")))
+	}
+	switch {
+	case b.Exit != nil:
+		// containerd 2.4's shim saw the init exit: its status, not ours.
+		d.rep.Pid, d.rep.ExitStatus, d.rep.ExitedAt, d.rep.ExitRecorded = b.Exit.Pid, b.Exit.Status, b.Exit.Timestamp, true
+	case b.State != nil:
+		d.rep.Pid = b.State.InitProcessPid
+	case b.InitPid > 0:
+		d.rep.Pid = b.InitPid
+	}
+	ev := evidence(b)
+	checkPath, checkSystemd := stateCheck(b)
+	// A table that cannot be read is nil: FindEach then tries once more,
+	// and reports.
+	mt, _ := d.req.Mounts.Get()
+	d.loadMounts = mt
+	sets, errs := cgroups.FindEach(mt, ev,
+		cgroups.Evidence{CgroupsPath: checkPath, Systemd: checkSystemd},
+		cgroups.Evidence{StatePaths: ev.StatePaths})
+	set, setErrs := sets[0], errs[0]
+	if err := stateMatchesBundle(checkPath, sets[1], sets[2]); err != nil {
+		// A runc state whose cgroups are not the bundle's names another
+		// container (or is forged): it proves nothing, and neither it nor
+		// the runtime (which would act on it) is used.
+		s.problem(err)
+		d.stateUntrusted = true
+		b.State = nil
+		sets, errs := cgroups.FindEach(mt, evidence(b))
+		set, setErrs = sets[0], errs[0]
+	}
+	d.cgroups = set
+	for _, e := range setErrs {
+		s.problem(fmt.Errorf("cgroups: %w", e))
+	}
+	if s.Outcome == "" {
+		s.done("")
+	}
+}
+
+// stateCheck returns the cgroupsPath against which runc's state is
+// checked (stateMatchesBundle): config.json's, when absolute or in
+// systemd's form, and runc's state exists with cgroup paths; "" (nothing
+// to check) otherwise. A relative cgroupsPath is resolved against the
+// cgroup of whoever resolves it, so it is not compared.
+func stateCheck(b *bundle.Bundle) (path string, systemd bool) {
+	if b.State == nil || len(b.State.CgroupPaths) == 0 || b.Spec == nil || b.Spec.Linux == nil {
+		return "", false
+	}
+	p := b.Spec.Linux.CgroupsPath
+	systemd = (b.Options != nil && b.Options.SystemdCgroup) || (b.State.Config.Cgroups != nil && b.State.Config.Cgroups.Systemd)
+	if p == "" || (!systemd && !strings.HasPrefix(p, "/") && strings.Count(p, ":") != 2) {
+		return "", false
+	}
+	return p, systemd
+}
+
+// stateMatchesBundle checks runc's state against the bundle containerd
+// wrote: the cgroups of runc's state (fromState) must be among the
+// directories config.json's cgroupsPath maps to (fromSpec). runc derives
+// one from the other, so they differ only when the state is not this
+// container's. Nothing to compare (no path, or either side found nothing)
+// passes.
+func stateMatchesBundle(path string, fromSpec, fromState *cgroups.Set) error {
+	if path == "" || len(fromSpec.Dirs) == 0 || len(fromState.Dirs) == 0 {
+		return nil
+	}
+	if d := fromSpec.Outside(fromState); d != "" {
+		return fmt.Errorf("runc state: its cgroup %s is not one of the bundle's (cgroupsPath %q): the state is not this container's, not used", d, path)
+	}
+	return nil
+}
+
+// evidence is what the bundle tells about the container's cgroups.
+func evidence(b *bundle.Bundle) cgroups.Evidence {
+	var ev cgroups.Evidence
+	if b.State != nil {
+		ev.StatePaths = b.State.CgroupPaths
+		if ev.CgroupsPath == "" && b.State.Config.Cgroups != nil {
+			ev.Systemd = b.State.Config.Cgroups.Systemd
+		}
+	}
+	if b.Spec != nil && b.Spec.Linux != nil {
+		ev.CgroupsPath = b.Spec.Linux.CgroupsPath
+	}
+	if b.Options != nil && b.Options.SystemdCgroup {
+		ev.Systemd = true
+	}
+	return ev
+}
