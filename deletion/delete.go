@@ -38,6 +38,10 @@ type Request struct {
 	// It is used only when Bundle is "" and the working directory is not
 	// the task directory; "" means it is not used.
 	StateDir string
+	// ByContainerd says containerd runs the delete (it passes -address):
+	// only then may the working directory stand for the task directory
+	// (containerd runs `delete` in the bundle). By hand, StateDir wins.
+	ByContainerd bool
 	// Timeout bounds the whole delete; 0 means DefaultTimeout.
 	Timeout time.Duration
 	// sandboxMember marks the delete of a container task run by its
