@@ -137,7 +137,7 @@ func runContainerdDelete(ctx context.Context, cl *commandLine, stdout, stderr io
 	}
 	// containerd has declared the shim dead: one that still exists (hung,
 	// stopped) is killed when proven to be the task's.
-	req := deletion.Request{Namespace: cl.namespace, ID: cl.id, Bundle: cl.bundle, StateDir: resolveStateDir(cl.stateDir), KillShim: true}
+	req := deletion.Request{Namespace: cl.namespace, ID: cl.id, Bundle: cl.bundle, StateDir: resolveStateDir(cl.stateDir), KillShim: true, ByContainerd: true}
 	rep, err := deletion.Delete(ctx, req)
 	rec := ops.NewDeleteRecord(rep, err, "", ops.TriggerContainerd)
 	if rep != nil {
