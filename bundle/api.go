@@ -212,6 +212,10 @@ type Bundle struct {
 	// form "unix://PATH". Only one of the two files is expected: the one
 	// the daemon's version does not write is never a Problem.
 	Address string
+	// TaskAPI is the version of the task API the shim at Address serves:
+	// 3 when Address came from a BootstrapFile of version 3 or more
+	// (containerd 2.x), else 2 (1.6/1.7's AddressFile, or no address).
+	TaskAPI int
 	// SocketDir is the directory shim sockets live in: the target of the
 	// SocketDirLink (containerd 2.x) when it is an absolute path, else
 	// DefaultSocketDir. A socket is removed only from this directory.

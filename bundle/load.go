@@ -201,6 +201,7 @@ func (b *Bundle) readWork() {
 // (containerd 2.x) or, when that does not exist, from AddressFile
 // (1.6/1.7). Only when neither exists is the address missing.
 func (b *Bundle) readAddress() {
+	b.TaskAPI = 2
 	var boot Bootstrap
 	switch err := readJSONObject(b.file(BootstrapFile), maxSmallFile, &boot); {
 	case err == nil:
@@ -208,6 +209,9 @@ func (b *Bundle) readAddress() {
 			b.problem(BootstrapFile, fmt.Errorf("%s: address: %w", b.file(BootstrapFile), err))
 		} else {
 			b.Address = addr
+			if boot.Version >= 3 {
+				b.TaskAPI = 3
+			}
 		}
 		return
 	case !errors.Is(err, fs.ErrNotExist):

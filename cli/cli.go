@@ -194,9 +194,13 @@ func runManualDelete(ctx context.Context, cl *commandLine, stdout, stderr io.Wri
 		return ExitUsage
 	}
 	// -force: the shim, if it still exists and is proven to be the
-	// task's, is killed too (deletion.Request.KillShim); without it a live
-	// shim is refused below.
-	req := deletion.Request{Namespace: cl.namespace, ID: cl.id, Bundle: cl.bundle, StateDir: resolveStateDir(cl.stateDir), KillShim: cl.force}
+	// task's, is killed too (deletion.KillLiveShim); without it a live or
+	// hung shim is refused below, and again by the delete under the task
+	// directory's lock (deletion.RefuseLiveShim).
+	req := deletion.Request{Namespace: cl.namespace, ID: cl.id, Bundle: cl.bundle, StateDir: resolveStateDir(cl.stateDir)}
+	if cl.force {
+		req.LiveShim = deletion.KillLiveShim
+	}
 	metrics := ops.MetricsFromEnv()
 	emit := func(rec ops.DeleteRecord) {
 		if cl.format == formatJSON {
@@ -222,6 +226,8 @@ func runManualDelete(ctx context.Context, cl *commandLine, stdout, stderr io.Wri
 	rep, err := deletion.Delete(ctx, req)
 	emit(ops.NewDeleteRecord(rep, err, "", ops.TriggerManual))
 	switch {
+	case errors.Is(err, deletion.ErrShimAlive):
+		return ExitRefused
 	case errors.Is(err, bundle.ErrInvalid):
 		return ExitUsage
 	case err != nil:

@@ -199,7 +199,7 @@ func TestManualDeleteFromAnywhere(t *testing.T) {
 		if err := json.Unmarshal(out, &rec); err != nil {
 			t.Fatal(err)
 		}
-		if rec.Result != ops.ResultRefused || !strings.Contains(rec.Error, "accepts connections") || len(rec.Steps) != 0 {
+		if rec.Result != ops.ResultRefused || !strings.Contains(rec.Error, "got no answer") || len(rec.Steps) != 0 {
 			t.Errorf("record: %+v", rec)
 		}
 		if _, err := os.Stat(dir); err != nil {

@@ -124,20 +124,23 @@ func printVersion(stdout, stderr io.Writer) int {
 // runContainerdDelete is `delete` as containerd runs it: it runs the delete
 // path, prints the short report (or the JSON record with -format json) to
 // stderr, records the metrics ($EnvMetricsDir) and writes the
-// DeleteResponse to stdout. It never refuses a live shim: containerd runs
-// delete only for shims it found dead. It exits 1, with "name: error" on
-// stderr as upstream's shim framework does (containerd then leaves the
-// bundle alone, 1.x; 2.x removes it anyway, which deletion's guard stops
-// before a mount), only when the request is invalid or something under the
-// bundle could not be made safe.
+// DeleteResponse to stdout. It never refuses: containerd runs delete when
+// its connection to the shim closed, and a shim that still answers (a pod's
+// sandbox on containerd 2.x, whose shim serves the pod's other containers)
+// is left alone with its socket and the pod's other tasks
+// (deletion.LeaveLiveShim), the delete doing only what upstream's does. It
+// exits 1, with "name: error" on stderr as upstream's shim framework does
+// (containerd then leaves the bundle alone, 1.x; 2.x removes it anyway,
+// which deletion's guard stops before a mount), only when the request is
+// invalid or something under the bundle could not be made safe.
 func runContainerdDelete(ctx context.Context, cl *commandLine, stdout, stderr io.Writer) int {
 	if err := checkFormat(cl.format); err != nil {
 		fmt.Fprintf(stderr, "%s: %v", Name, err)
 		return ExitFailed
 	}
-	// containerd has declared the shim dead: one that still exists (hung,
-	// stopped) is killed when proven to be the task's.
-	req := deletion.Request{Namespace: cl.namespace, ID: cl.id, Bundle: cl.bundle, StateDir: resolveStateDir(cl.stateDir), KillShim: true, ByContainerd: true}
+	// A hung or stopped shim is killed when proven to be the task's; one
+	// that answers is left.
+	req := deletion.Request{Namespace: cl.namespace, ID: cl.id, Bundle: cl.bundle, StateDir: resolveStateDir(cl.stateDir), LiveShim: deletion.LeaveLiveShim, ByContainerd: true}
 	rep, err := deletion.Delete(ctx, req)
 	rec := ops.NewDeleteRecord(rep, err, "", ops.TriggerContainerd)
 	if rep != nil {

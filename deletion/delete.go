@@ -12,6 +12,7 @@ import (
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/bundle"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/cgroups"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/internal/failpoint"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/liveness"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/mounttable"
 )
 
@@ -25,6 +26,29 @@ const DefaultTimeout = 4 * time.Second
 // proven container process that survived. Nothing under the bundle was
 // removed then.
 var ErrUnsafe = errors.New("task directory left in place")
+
+// ErrShimAlive is wrapped by Delete's error when the request's LiveShim
+// is RefuseLiveShim and the task's shim answers, is hung, or cannot be
+// asked: nothing was touched.
+var ErrShimAlive = errors.New("the task's shim is alive")
+
+// LiveShimPolicy is what a delete does about the task's shim.
+type LiveShimPolicy int
+
+const (
+	// RefuseLiveShim (gc; by hand without -force): a shim that answers,
+	// is hung or cannot be asked makes the delete refuse (ErrShimAlive)
+	// before it touches anything; no shim process is ever signalled.
+	RefuseLiveShim LiveShimPolicy = iota
+	// LeaveLiveShim (containerd's delete): a shim that answers (or cannot
+	// be asked) is never signalled; the delete then does only what
+	// upstream's does (shim.go). A hung shim, or a dead one whose process
+	// still exists, is SIGKILLed when proven to be the task's.
+	LeaveLiveShim
+	// KillLiveShim (by hand with -force): the task's shim is SIGKILLed
+	// when proven to be the task's, whether it answers or not.
+	KillLiveShim
+)
 
 // Request names the task to delete.
 type Request struct {
@@ -47,12 +71,10 @@ type Request struct {
 	// sandboxMember marks the delete of a container task run by its
 	// sandbox's delete (sandbox.go): it looks for no members of its own.
 	sandboxMember bool
-	// KillShim says the task's shim has been declared dead by the caller
-	// (containerd runs the delete only then; by hand, -force): a shim
-	// process that still exists (stopped, deadlocked, hung) and is proven
-	// to be the task's is SIGKILLed (step "shim"). False: no shim is
-	// signalled.
-	KillShim bool
+	// LiveShim says what the delete does when the task's shim answers, is
+	// hung, or is dead but its process still exists (step "shim").
+	// The zero value, RefuseLiveShim, is the safest.
+	LiveShim LiveShimPolicy
 	// Mounts, when set, is the mount table shared by the deletes of one
 	// sweep (gc): the delete takes its readings from it (at load, for the
 	// cgroups; at unmount, for the mounts under the task directory)
@@ -72,8 +94,10 @@ type Request struct {
 //     the working directory, else <StateDir>/<ns>/<id>; its base name must
 //     be the id. Locked against a concurrent delete of the same task.
 //  2. load     – every file of it and runc's state, best-effort (package bundle).
-//  3. shim     – with Request.KillShim, the task's shim process if it still
-//     exists and is proven to be the task's (shim.go); waited for < 1 s.
+//  3. shim     – the task's shim is asked on its socket (shim.go): one
+//     that answers is never signalled (Request.LiveShim: refused, left,
+//     or killed on -force); a hung one, or the process of a dead one, is
+//     SIGKILLed when proven to be the task's; waited for < 1 s.
 //     kill     – every process proven to be the container's (verified init
 //     via pidfd, and the cgroups); wait until gone.
 //     sandbox  – (containerd 2.x) for a sandbox task, the containers that
@@ -112,6 +136,9 @@ func Delete(ctx context.Context, req Request) (*Report, error) {
 
 	d.run(ctx, StepLoad, d.load)
 	d.run(ctx, StepShim, d.shim)
+	if d.refused != nil {
+		return d.rep, d.refused
+	}
 	d.run(ctx, StepKill, d.kill)
 	waitSandbox := d.startSandboxTasks(ctx)
 	if d.runtimeReadsBundle() {
@@ -166,6 +193,17 @@ type deletion struct {
 	// removeLeft is set by remove when the task directory could not be
 	// removed whole.
 	removeLeft bool
+	// unproven is set by kill when init.pid names a live process that
+	// nothing proves or disproves the container's: remove keeps the task
+	// directory, its only record (the delete is incomplete, not unsafe).
+	unproven bool
+	// answer is what asking the task's shim found (step shim); shimAlive
+	// is set when it answers and is left (LeaveLiveShim): the delete then
+	// touches neither the shim, its socket nor the pod's other tasks.
+	// refused is ErrShimAlive, wrapped, when the delete refused.
+	answer    liveness.Answer
+	shimAlive bool
+	refused   error
 	// stateUntrusted is set by load when runc's state is not this
 	// container's (stateMatchesBundle): the runtime's delete, which would
 	// act on it, is not run.
@@ -343,11 +381,11 @@ func (d *deletion) remove(ctx context.Context, s *StepReport) {
 		sockRemoved            bool
 		sockErr, dirErr, wdErr error
 	)
-	if d.b.Address != "" {
+	if d.b.Address != "" && !d.shimAlive {
 		wg.Add(1)
 		go func() { defer wg.Done(); sockRemoved, sockErr = bundle.RemoveDeadSocket(d.b.Address, d.b.SocketDir) }()
 	}
-	safe := !d.mountsLeft && !d.survivors
+	safe := !d.mountsLeft && !d.survivors && !d.unproven
 	if safe && d.b.WorkDir != "" {
 		wg.Add(1)
 		go func() { defer wg.Done(); wdErr = bundle.RemoveAll(d.b.WorkDir, d.unmountMounts) }()

@@ -28,8 +28,10 @@ const StepSandbox = "sandbox"
 // cgroups, runc state and task directories would leak. Each such container
 // is deleted by the same delete path, beside the rest of this one, when its
 // shim is proven dead: same socket as this task's, and package liveness
-// finds it dead. On 2.4, containerd's own delete of the same container
-// waits on its task directory's lock and then finds it gone.
+// finds it dead, and only when this delete's own question to the shim
+// (step shim) found it dead or hung: a shim that answers serves them. On
+// 2.4, containerd's own delete of the same container waits on its task
+// directory's lock and then finds it gone.
 //
 // It returns a function that waits for those deletes and records the step;
 // it starts nothing (and records no step) for a task that is not a CRI
@@ -39,6 +41,11 @@ const StepSandbox = "sandbox"
 // when the task has no socket address to compare.
 func (d *deletion) startSandboxTasks(ctx context.Context) (wait func()) {
 	if d.req.sandboxMember || d.b.Missing || d.b.Address == "" || !d.isCRISandbox() {
+		return func() {}
+	}
+	if v := d.answer.Verdict; v != liveness.ShimDead && v != liveness.ShimHung {
+		// Only a shim the step "shim" found dead or hung has taken its
+		// containers with it: one that answers still serves them.
 		return func() {}
 	}
 	members, passed := d.sandboxMembers()
@@ -59,7 +66,7 @@ func (d *deletion) startSandboxTasks(ctx context.Context) (wait func()) {
 			defer wg.Done()
 			rep, err := Delete(ctx, Request{
 				Namespace: d.req.Namespace, ID: m.ID, Bundle: m.Path,
-				KillShim: d.req.KillShim, sandboxMember: true, Mounts: d.req.Mounts,
+				LiveShim: d.req.LiveShim, sandboxMember: true, Mounts: d.req.Mounts,
 			})
 			results[i] = result{m.ID, rep, err}
 		}()

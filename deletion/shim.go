@@ -20,22 +20,61 @@ const StepShim = "shim"
 // it is reported, not waited for past this bound.
 const shimWait = 900 * time.Millisecond
 
-// shim is the step before kill. containerd runs `delete` when it has
-// declared the task's shim dead (a failed connect or call, at runtime or at
-// its own restart), but the shim may still exist: stopped, deadlocked,
-// stuck on I/O. Such a shim holds the socket, the container's I/O and its
-// own memory. When Request.KillShim is set, every process proven to be the
-// task's serving shim (liveness.FindTaskShims: its command line names the
-// namespace and id, and it listens on the task's socket or is the parent of
-// the container's verified init) is SIGKILLed through a pidfd after its
-// start time is checked again, and waited for up to shimWait. A process
-// that claims the task without that proof is never signalled; it is
-// reported when a shim could have been proven at all (a listener on the
-// socket, or a verified init's parent: otherwise /proc is not scanned).
+// shim is the step before kill. It first asks the task's shim
+// (liveness.AskShim: a connect and one call of the task API within
+// liveness.AskTimeout). containerd runs `delete` when its connection to the
+// shim closed, which does not prove the shim dead: containerd 2.x closes
+// its own connection when it deletes a pod's sandbox task, while the
+// sandbox's shim still serves the pod's other containers, and then runs
+// delete for the sandbox. So:
+//   - the shim answers (or cannot be asked): with LeaveLiveShim it is left
+//     alone, and so are its socket and the pod's other tasks; the delete
+//     goes on with this task's own container only, as upstream's delete
+//     does (its `runc delete --force`, its unmount), and answers
+//     containerd. With RefuseLiveShim the delete refuses (ErrShimAlive)
+//     before anything is touched; with KillLiveShim (-force by hand) it is
+//     killed as below;
+//   - the shim is hung (accepted, no answer): refused with RefuseLiveShim,
+//     else killed as below;
+//   - dead (nothing listens): with LeaveLiveShim or KillLiveShim a process
+//     that is still the task's shim (its socket removed) is killed as
+//     below; with RefuseLiveShim no shim is signalled.
+//
+// Killed: every process proven to be the task's serving shim
+// (liveness.FindTaskShims: a shim binary in this mount namespace whose
+// command line names the namespace and id, and that listens on the task's
+// socket or is the parent of the container's verified init) is SIGKILLed
+// through a pidfd after its start time is checked again, and waited for up
+// to shimWait. A process that claims the task without that proof is never
+// signalled; it is reported when a shim could have been proven at all.
 func (d *deletion) shim(ctx context.Context, s *StepReport) {
-	if !d.req.KillShim {
-		s.nothing("not asked to kill the task's shim (only containerd's delete and -force are)")
-		return
+	d.answer = liveness.AskShim(ctx, d.b, liveness.AskTimeout)
+	policy := d.req.LiveShim
+	switch d.answer.Verdict {
+	case liveness.ShimAnswers, liveness.ShimUnknown:
+		switch policy {
+		case RefuseLiveShim:
+			d.refused = fmt.Errorf("%w (%s)", ErrShimAlive, d.answer.Why)
+			s.fail(d.refused)
+			return
+		case LeaveLiveShim:
+			d.shimAlive = true
+			s.done("shim alive: left (" + d.answer.Why + "); its socket and the pod's other tasks are not touched")
+			return
+		}
+		s.note(d.answer.Why + ": killed on -force")
+	case liveness.ShimHung:
+		if policy == RefuseLiveShim {
+			d.refused = fmt.Errorf("%w: hung (%s)", ErrShimAlive, d.answer.Why)
+			s.fail(d.refused)
+			return
+		}
+		s.note(d.answer.Why)
+	default:
+		if policy == RefuseLiveShim {
+			s.nothing("shim dead (" + d.answer.Why + "); no shim process is signalled (only containerd's delete and -force kill one)")
+			return
+		}
 	}
 	proven, unproven := liveness.FindTaskShims(d.b)
 	for _, u := range unproven {
@@ -43,7 +82,7 @@ func (d *deletion) shim(ctx context.Context, s *StepReport) {
 	}
 	if len(proven) == 0 {
 		if s.Outcome == "" {
-			s.nothing("no shim process of the task")
+			s.nothing("no shim process of the task (" + d.answer.Why + ")")
 		}
 		return
 	}

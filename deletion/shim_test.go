@@ -2,6 +2,7 @@ package deletion
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -13,50 +14,52 @@ import (
 	"time"
 
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/internal/testutil"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/liveness"
 )
 
-// fakeShim starts a process with a shim's command line for testNS/id
-// (argv[0] "containerd-shim-runc-v2", running sh). With sock set it holds,
-// as fd 3, a unix socket listening there (this process closes its copy; the
-// sleep child does not inherit it). Cleanup kills it.
-func fakeShim(t *testing.T, id, sock string, extra ...string) *exec.Cmd {
+// fakeShim starts a fake shim for testNS/id (testutil.FakeShim: its
+// executable is a shim binary's). With sock set it holds, as fd 3, a unix
+// socket listening there, silent (never accepting: hung) unless mode says
+// it answers. Cleanup kills it.
+func fakeShim(t *testing.T, id, sock string, mode testutil.FakeShimMode, extra ...string) *exec.Cmd {
 	t.Helper()
-	args := append([]string{"containerd-shim-runc-v2", "-c", "sleep 1000 3>&-", "-namespace", testNS, "-id", id, "-address", "/run/x.sock"}, extra...)
-	cmd := &exec.Cmd{Path: "/bin/sh", Args: args}
-	var l *net.UnixListener
-	if sock != "" {
-		ln, err := net.Listen("unix", sock)
-		if err != nil {
-			t.Fatal(err)
-		}
-		l = ln.(*net.UnixListener)
-		l.SetUnlinkOnClose(false)
-		f, err := l.File()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		cmd.ExtraFiles = []*os.File{f}
+	return testutil.FakeShim(t, testNS, id, sock, mode, extra...)
+}
+
+// impostor starts /bin/sh with a shim's command line for testNS/id,
+// holding a unix socket listening at sock as fd 3: everything a shim shows
+// but its executable. Cleanup kills it.
+func impostor(t *testing.T, id, sock string) *exec.Cmd {
+	t.Helper()
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
 	}
+	l := ln.(*net.UnixListener)
+	l.SetUnlinkOnClose(false)
+	f, err := l.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := &exec.Cmd{Path: "/bin/sh", Args: []string{"containerd-shim-runc-v2", "-c", "sleep 1000 3>&-", "-namespace", testNS, "-id", id, "-address", "/run/x.sock"}}
+	cmd.ExtraFiles = []*os.File{f}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if l != nil {
-		l.Close()
-	}
+	l.Close()
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		data, _ := os.ReadFile("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/cmdline")
 		if strings.HasPrefix(string(data), "containerd-shim-runc-v2\x00") {
-			break
+			return cmd
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("fake shim %d: command line %q", cmd.Process.Pid, data)
+			t.Fatalf("impostor %d: command line %q", cmd.Process.Pid, data)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	return cmd
 }
 
 // exited reports whether cmd's process has exited (it is our child: a
@@ -65,22 +68,41 @@ func exited(cmd *exec.Cmd) bool { return !testutil.Alive(cmd.Process.Pid) }
 
 func TestDeleteShim(t *testing.T) {
 	testutil.NeedRoot(t)
+	const (
+		silent  = testutil.ShimSilent
+		answers = testutil.ShimAnswers
+	)
 	for _, tc := range []struct {
 		name     string
-		killShim bool
+		policy   LiveShimPolicy
+		mode     testutil.FakeShimMode
 		stop     bool // SIGSTOP the shim first: hung
 		claimant bool // a second process with the command line, no socket
+		impostor bool // the shim is /bin/sh with a shim's command line and the socket
 		wantKill bool
+		// wantRefused: ErrShimAlive, the task directory untouched;
+		// wantLeft: the delete finishes, the task directory is removed, the
+		// shim and its socket are left.
+		wantRefused, wantLeft bool
 	}{
-		{name: "containerd's delete kills the task's shim", killShim: true, wantKill: true},
-		{name: "a stopped shim is killed", killShim: true, stop: true, wantKill: true},
-		{name: "a claimant without the socket is never signalled", killShim: true, claimant: true, wantKill: true},
-		{name: "without KillShim no shim is signalled", killShim: false, wantKill: false},
+		{name: "containerd's delete kills a silent shim", policy: LeaveLiveShim, mode: silent, wantKill: true},
+		{name: "containerd's delete kills a stopped shim", policy: LeaveLiveShim, mode: answers, stop: true, wantKill: true},
+		{name: "containerd's delete never signals a shim that answers", policy: LeaveLiveShim, mode: answers, wantLeft: true},
+		{name: "-force kills a shim that answers", policy: KillLiveShim, mode: answers, wantKill: true},
+		{name: "a claimant without the socket is never signalled", policy: LeaveLiveShim, mode: silent, claimant: true, wantKill: true},
+		{name: "an impostor with the socket is never signalled", policy: LeaveLiveShim, impostor: true},
+		{name: "by hand a shim that answers is refused", policy: RefuseLiveShim, mode: answers, wantRefused: true},
+		{name: "by hand a hung shim is refused", policy: RefuseLiveShim, mode: silent, wantRefused: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id := testutil.RandID("shim")
 			sock := filepath.Join(t.TempDir(), "s")
-			sh := fakeShim(t, id, sock)
+			var sh *exec.Cmd
+			if tc.impostor {
+				sh = impostor(t, id, sock)
+			} else {
+				sh = fakeShim(t, id, sock, tc.mode)
+			}
 			if tc.stop {
 				if err := syscall.Kill(sh.Process.Pid, syscall.SIGSTOP); err != nil {
 					t.Fatal(err)
@@ -88,17 +110,25 @@ func TestDeleteShim(t *testing.T) {
 			}
 			var claimant *exec.Cmd
 			if tc.claimant {
-				claimant = fakeShim(t, id, "")
+				claimant = fakeShim(t, id, "", silent)
 			}
 			bystander := testutil.StartSleeper(t)
 			dir := testutil.TaskDir(t, id, map[string]string{"address": "unix://" + sock})
 
 			start := time.Now()
-			rep, err := Delete(context.Background(), Request{Namespace: testNS, ID: id, Bundle: dir, KillShim: tc.killShim})
-			if err != nil {
-				t.Fatalf("delete: %v\n%s", err, rep.Text())
+			rep, err := Delete(context.Background(), Request{Namespace: testNS, ID: id, Bundle: dir, LiveShim: tc.policy})
+			t.Logf("report (%s, err %v):\n%s", time.Since(start), err, rep.Text())
+			switch {
+			case tc.wantRefused:
+				if !errors.Is(err, ErrShimAlive) {
+					t.Fatalf("delete: err = %v, want ErrShimAlive", err)
+				}
+				if _, err := os.Stat(filepath.Join(dir, "address")); err != nil {
+					t.Errorf("a refused delete touched the task directory: %v", err)
+				}
+			case err != nil:
+				t.Fatalf("delete: %v", err)
 			}
-			t.Logf("report (%s):\n%s", time.Since(start), rep.Text())
 			if got := exited(sh); got != tc.wantKill {
 				t.Errorf("shim exited = %v, want %v", got, tc.wantKill)
 			}
@@ -119,15 +149,28 @@ func TestDeleteShim(t *testing.T) {
 					shimStep = &rep.Steps[i]
 				}
 			}
+			did := ""
+			if shimStep != nil {
+				did = strings.Join(shimStep.Did, ";")
+			}
 			switch {
 			case shimStep == nil:
 				t.Errorf("no %q step in the report", StepShim)
-			case tc.wantKill && (shimStep.Outcome == OutcomeFailed || !strings.Contains(strings.Join(shimStep.Did, ";"), "killed")):
+			case tc.wantKill && (shimStep.Outcome == OutcomeFailed || !strings.Contains(did, "killed")):
 				t.Errorf("shim step = %+v, want the shim killed", *shimStep)
-			case tc.wantKill && shimStep.Duration > time.Second:
-				t.Errorf("shim step took %s, want < 1s", shimStep.Duration)
+			case tc.wantKill && shimStep.Duration > liveness.AskTimeout+shimWait:
+				t.Errorf("shim step took %s, want at most the question's and the kill's bounds (%s + %s)", shimStep.Duration, liveness.AskTimeout, shimWait)
+			case tc.wantLeft && !strings.Contains(did, "shim alive: left"):
+				t.Errorf("shim step = %+v, want \"shim alive: left\"", *shimStep)
 			}
-			testutil.AssertGone(t, dir)
+			if tc.wantLeft {
+				if _, err := os.Stat(sock); err != nil {
+					t.Errorf("the live shim's socket was touched: %v", err)
+				}
+			}
+			if !tc.wantRefused {
+				testutil.AssertGone(t, dir)
+			}
 		})
 	}
 }
@@ -140,7 +183,7 @@ func TestDeleteShimUninterruptible(t *testing.T) {
 	freezer := freezerV1(t)
 	id := testutil.RandID("dshim")
 	sock := filepath.Join(t.TempDir(), "s")
-	sh := fakeShim(t, id, sock)
+	sh := fakeShim(t, id, sock, testutil.ShimSilent)
 	cg := filepath.Join(freezer, id)
 	if err := os.Mkdir(cg, 0o755); err != nil {
 		t.Fatal(err)
@@ -172,10 +215,10 @@ func TestDeleteShimUninterruptible(t *testing.T) {
 	dir := testutil.TaskDir(t, id, map[string]string{"address": "unix://" + sock})
 
 	start := time.Now()
-	rep, err := Delete(context.Background(), Request{Namespace: testNS, ID: id, Bundle: dir, KillShim: true})
+	rep, err := Delete(context.Background(), Request{Namespace: testNS, ID: id, Bundle: dir, LiveShim: LeaveLiveShim})
 	took := time.Since(start)
 	t.Logf("report (%s, err %v):\n%s", took, err, rep.Text())
-	if took > shimWait+500*time.Millisecond {
+	if took > liveness.AskTimeout+shimWait+500*time.Millisecond {
 		t.Errorf("delete took %s: it waited for a shim stuck in D", took)
 	}
 	var step *StepReport

@@ -27,10 +27,12 @@ type Shim struct {
 }
 
 // TaskShims returns the processes proven to be the serving shim of b's
-// task, and what was found without proof. A process is proven when both
+// task, and what was found without proof. A process is proven when all
 // hold:
 //   - its command line is a shim's naming b's namespace and id (-namespace
 //     NS -id ID), and is not a `delete` or `gc`;
+//   - its executable is a shim binary and it runs in this process's mount
+//     namespace (isRealShim);
 //   - it is the process listening on the task's socket (the socket's inode,
 //     from /proc/<pid>/net/unix, among its open files), or it is the parent
 //     of the container's init as runc's state records it (pid and start
@@ -56,6 +58,10 @@ func (p *Prober) TaskShims(b *bundle.Bundle) (proven []Shim, unproven []string) 
 		before, err := ReadStat(s.pid)
 		if err != nil || before.Exited() {
 			continue // gone since the scan
+		}
+		if !s.real {
+			unproven = append(unproven, fmt.Sprintf("process %d has a shim command line for %s/%s but %s: not signalled", s.pid, b.Namespace, b.ID, s.notReal))
+			continue
 		}
 		var proof []string
 		if sockPath != "" {
@@ -115,8 +121,11 @@ func mayHaveShim(b *bundle.Bundle) bool {
 		case err != nil && !errors.Is(err, os.ErrNotExist):
 			return true // cannot tell
 		case err == nil && isShimCommand(args):
+			selfNS, _ := os.Readlink("/proc/self/ns/mnt")
 			if sp := parseShimArgs(args[1:]); sp.namespace == b.Namespace && sp.id == b.ID && sp.serving() {
-				return true
+				if real, _ := isRealShim(parent, selfNS); real {
+					return true
+				}
 			}
 		}
 	}

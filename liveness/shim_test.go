@@ -15,50 +15,11 @@ import (
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/internal/testutil"
 )
 
-// listeningShim starts a fake shim for ns/id (argv[0]
-// "containerd-shim-runc-v2", running sh) that holds, as fd 3, a unix
-// socket listening at sock; this process closes its own copy, so the fake
-// shim is the only listener. Its sleep child does not inherit the socket.
-// Cleanup kills it.
+// listeningShim starts a fake shim for ns/id (testutil.FakeShim, silent)
+// that holds, as fd 3, a unix socket listening at sock. Cleanup kills it.
 func listeningShim(t *testing.T, ns, id, sock string) *exec.Cmd {
 	t.Helper()
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ul := l.(*net.UnixListener)
-	ul.SetUnlinkOnClose(false)
-	f, err := ul.File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := &exec.Cmd{Path: "/bin/sh", Args: []string{"containerd-shim-runc-v2", "-c", "sleep 1000 3>&-", "-namespace", ns, "-id", id, "-address", "/run/x.sock"}}
-	cmd.ExtraFiles = []*os.File{f}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	l.Close()
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	waitShimCmdline(t, cmd.Process.Pid)
-	return cmd
-}
-
-// waitShimCmdline waits until /proc shows pid's shim command line (sh
-// reads its -c script only after exec).
-func waitShimCmdline(t *testing.T, pid int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		args, _ := procCmdline(pid)
-		if isShimCommand(args) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pid %d: command line %q never became a shim's", pid, args)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	return testutil.FakeShim(t, ns, id, sock, testutil.ShimSilent)
 }
 
 func TestTaskShims(t *testing.T) {
@@ -118,7 +79,7 @@ func TestTaskShims(t *testing.T) {
 // container's init (runc state pid + start time), with no socket.
 func TestTaskShimsInitParent(t *testing.T) {
 	ns, id := "shims-ns", testutil.RandID("parent")
-	// The fake shim's sh forks sleep: sleep plays the container's init.
+	// The fake shim's child sleep plays the container's init.
 	sh := fakeShim(t, ns, id)
 	var child int
 	deadline := time.Now().Add(5 * time.Second)
@@ -219,5 +180,58 @@ func TestFindTaskShims(t *testing.T) {
 	}
 	if len(proven) != 1 || proven[0].Pid != sh.Process.Pid || !claimed {
 		t.Errorf("listening shim: proven %+v, unproven %q; want shim %d and the claimant %d", proven, unproven, sh.Process.Pid, claimant.Process.Pid)
+	}
+}
+
+// TestTaskShimsImpostor: a process that is not a shim binary is never
+// proven the task's shim, even with the task's command line and its
+// listening socket (issue 16: anything can take a shim's command line).
+func TestTaskShimsImpostor(t *testing.T) {
+	ns, id := "shims-ns", testutil.RandID("impostor")
+	sock := filepath.Join(t.TempDir(), "sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ul := l.(*net.UnixListener)
+	ul.SetUnlinkOnClose(false)
+	f, err := ul.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := &exec.Cmd{Path: "/bin/sh", Args: []string{"containerd-shim-runc-v2", "-c", "sleep 1000 3>&-", "-namespace", ns, "-id", id}}
+	cmd.ExtraFiles = []*os.File{f}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	l.Close()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	waitShimCmdline(t, cmd.Process.Pid)
+
+	b := &bundle.Bundle{Namespace: ns, ID: id, Address: "unix://" + sock}
+	proven, unproven := NewProber().TaskShims(b)
+	if len(proven) != 0 {
+		t.Fatalf("proven = %+v: /bin/sh with a shim's command line and the socket was proven the task's shim", proven)
+	}
+	if all := strings.Join(unproven, "\n"); !strings.Contains(all, "process "+itoa(cmd.Process.Pid)+" ") || !strings.Contains(all, "is not a shim binary") {
+		t.Errorf("unproven = %q, want the impostor %d named as no shim binary", unproven, cmd.Process.Pid)
+	}
+}
+
+// waitShimCmdline waits until /proc shows pid's shim command line (sh
+// reads its -c script only after exec).
+func waitShimCmdline(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		args, _ := procCmdline(pid)
+		if isShimCommand(args) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d: command line %q never became a shim's", pid, args)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -41,6 +41,8 @@ var Results = []Result{ResultDeleted, ResultIncomplete, ResultLeft, ResultError,
 // ResultError.
 func ResultOf(rep *deletion.Report, err error) Result {
 	switch {
+	case errors.Is(err, deletion.ErrShimAlive):
+		return ResultRefused
 	case errors.Is(err, deletion.ErrUnsafe):
 		return ResultLeft
 	case err != nil || rep == nil:

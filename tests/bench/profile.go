@@ -48,7 +48,7 @@ func deleteOneRequested() bool { return os.Getenv(deleteOneEnv) != "" }
 // deleteOneEnv, its step times as JSON on stdout.
 func deleteOne() int {
 	ns, id, _ := strings.Cut(os.Getenv(deleteOneEnv), "/")
-	rep, err := deletion.Delete(context.Background(), deletion.Request{Namespace: ns, ID: id, KillShim: true})
+	rep, err := deletion.Delete(context.Background(), deletion.Request{Namespace: ns, ID: id, LiveShim: deletion.LeaveLiveShim})
 	st := timesOf(rep)
 	if err != nil {
 		st.Err = err.Error()
@@ -97,7 +97,7 @@ func newProfiler() (*profiler, error) {
 
 // deleteWarm runs our delete path in this process on the dead task c.
 func (p *profiler) deleteWarm(ctx context.Context, c *harness.Container) {
-	rep, err := deletion.Delete(ctx, deletion.Request{Namespace: c.Cfg.Namespace, ID: c.Cfg.ID, Bundle: c.Bundle, KillShim: true})
+	rep, err := deletion.Delete(ctx, deletion.Request{Namespace: c.Cfg.Namespace, ID: c.Cfg.ID, Bundle: c.Bundle, LiveShim: deletion.LeaveLiveShim})
 	if err != nil {
 		progress("  in-process delete of %s: %v", c.Cfg.ID, err)
 	}
