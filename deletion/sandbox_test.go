@@ -1,6 +1,7 @@
 package deletion
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -107,16 +108,36 @@ func TestSandboxDeletesItsDeadContainers(t *testing.T) {
 		t.Error("no sandbox step in the report")
 	}
 
-	// A member whose shim answers on the same address (the shim is not
-	// dead after all): never touched.
+	// containerd 2.x runs the sandbox's delete when it closes its own
+	// connection to a shim that still serves the pod: the shim answers on
+	// the same address, so neither it, its socket nor the member is
+	// touched.
 	liveSock := filepath.Join(sockDir, "live")
-	testutil.Listen(t, liveSock)
 	sandbox2ID := testutil.RandID("pod")
+	shim := testutil.FakeShim(t, testNS, sandbox2ID, liveSock, testutil.ShimAnswers)
 	sandbox2 := mk(sandbox2ID, map[string]string{"bootstrap.json": boot(liveSock), "config.json": criSandboxSpec})
 	liveMember, livePid, _ := member(testutil.RandID("ctr-live"), sandbox2ID, liveSock)
-	mustDelete(t, sandbox2, sandbox2ID)
+	rep2, err := Delete(context.Background(), Request{Namespace: testNS, ID: sandbox2ID, Bundle: sandbox2, LiveShim: LeaveLiveShim})
+	if err != nil {
+		t.Fatalf("delete: %v\n%s", err, rep2.Text())
+	}
+	t.Logf("report:\n%s", rep2.Text())
 	if _, err := os.Stat(liveMember); err != nil || !testutil.Alive(livePid) {
 		t.Errorf("a member whose shim answers was deleted (%v) or its process killed", err)
+	}
+	if !testutil.Alive(shim.Process.Pid) {
+		t.Errorf("the sandbox's shim %d, which answers, was signalled", shim.Process.Pid)
+	}
+	if _, err := os.Stat(liveSock); err != nil {
+		t.Errorf("the live shim's socket was touched: %v", err)
+	}
+	if !strings.Contains(rep2.Text(), "shim alive: left") {
+		t.Errorf("report does not say the live shim was left:\n%s", rep2.Text())
+	}
+	for _, s := range rep2.Steps {
+		if s.Step == StepSandbox {
+			t.Errorf("a sandbox step ran under a live shim: %+v", s)
+		}
 	}
 }
 
