@@ -39,16 +39,22 @@ var handlers = []string{HandlerRunc, HandlerRobust}
 // order.
 func TestCRI(t *testing.T) {
 	for i, du := range daemons {
-		name := "containerd-" + du.version
-		if len(setupsOf(du.version)) > 1 {
-			name += "/" + strings.ReplaceAll(du.setup.String(), " ", "-")
-		}
-		t.Run(name, func(t *testing.T) {
+		t.Run(subtestName(du), func(t *testing.T) {
 			results.daemon(i, titleOf(du), headingOf(du))
 			t.Parallel()
 			runSuite(t, du, fmt.Sprintf("%s/d%d", cgroupRoot, i))
 		})
 	}
+}
+
+// subtestName is a daemon run's subtest: containerd-<version>, and the
+// set-up where the version has more than one.
+func subtestName(du daemonUnderTest) string {
+	name := "containerd-" + du.version
+	if len(setupsOf(du.version)) > 1 {
+		name += "/" + strings.ReplaceAll(du.setup.String(), " ", "-")
+	}
+	return name
 }
 
 // titleOf is a daemon run's key and column in the side-by-side output.
@@ -78,6 +84,32 @@ func setupsOf(version string) []Setup {
 }
 
 func runSuite(t *testing.T, du daemonUnderTest, cgroupParent string) {
+	s := newSuite(t, du, cgroupParent)
+
+	t.Run("1 normal lifecycle", func(t *testing.T) {
+		for _, h := range handlers {
+			t.Run(h, func(t *testing.T) { s.lifecycle(t, h) })
+		}
+	})
+	t.Run("2 shim SIGKILL", func(t *testing.T) {
+		for _, h := range handlers {
+			t.Run(h, func(t *testing.T) { s.shimKilled(t, h, false) })
+		}
+	})
+	t.Run("3 runtime file removed, shim SIGKILL", func(t *testing.T) {
+		for _, h := range handlers {
+			t.Run(h, func(t *testing.T) { s.shimKilled(t, h, true) })
+		}
+	})
+	t.Run("4 containerd killed, shim SIGKILL, containerd restarted", func(t *testing.T) {
+		s.restarted(t)
+	})
+	t.Run("no task left on the daemon", s.noTaskLeft)
+}
+
+// newSuite starts a daemon of du for a suite (closed at the end of t) with
+// the test image imported.
+func newSuite(t *testing.T, du daemonUnderTest, cgroupParent string) *suite {
 	setup := du.setup
 	// Our shim and that line's upstream shim side by side in the daemon's
 	// bin directory: upstream's serves the `runc` handler and is the
@@ -115,37 +147,22 @@ func runSuite(t *testing.T, du daemonUnderTest, cgroupParent string) {
 	t.Logf("containerd %s (%s, upstream shim %s), dir %s; config version %d; handler %q:\n%s", d.Version, du.binary,
 		du.upstream, d.Dir, d.ConfigVersion, HandlerRobust,
 		HandlerConfig(d.ConfigVersion, d.Setup, HandlerRobust, d.ShimPath(ShimRobustBinary)))
+	return s
+}
 
-	t.Run("1 normal lifecycle", func(t *testing.T) {
-		for _, h := range handlers {
-			t.Run(h, func(t *testing.T) { s.lifecycle(t, h) })
-		}
-	})
-	t.Run("2 shim SIGKILL", func(t *testing.T) {
-		for _, h := range handlers {
-			t.Run(h, func(t *testing.T) { s.shimKilled(t, h, false) })
-		}
-	})
-	t.Run("3 runtime file removed, shim SIGKILL", func(t *testing.T) {
-		for _, h := range handlers {
-			t.Run(h, func(t *testing.T) { s.shimKilled(t, h, true) })
-		}
-	})
-	t.Run("4 containerd killed, shim SIGKILL, containerd restarted", func(t *testing.T) {
-		s.restarted(t)
-	})
-	t.Run("no task left on the daemon", func(t *testing.T) {
-		for _, base := range []string{d.State, d.Root} {
-			dir := filepath.Join(base, "io.containerd.runtime.v2.task", Namespace)
-			if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
-				var names []string
-				for _, e := range ents {
-					names = append(names, e.Name())
-				}
-				t.Errorf("%s still holds %v after every case cleaned up", dir, names)
+// noTaskLeft checks, after every case of a suite cleaned up, that the
+// daemon holds no task directory.
+func (s *suite) noTaskLeft(t *testing.T) {
+	for _, base := range []string{s.d.State, s.d.Root} {
+		dir := filepath.Join(base, "io.containerd.runtime.v2.task", Namespace)
+		if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
+			var names []string
+			for _, e := range ents {
+				names = append(names, e.Name())
 			}
+			t.Errorf("%s still holds %v after every case cleaned up", dir, names)
 		}
-	})
+	}
 }
 
 // asserted is true for the handler whose outcome the test asserts.
