@@ -23,10 +23,12 @@ type Evidence struct {
 	StatePaths map[string]string
 	// CgroupsPath is the spec's linux.cgroupsPath: a cgroupfs path such as
 	// "/default/ctr" or systemd's "slice:prefix:name". A relative cgroupfs
-	// path is taken relative to the calling process's cgroup (v1) or its
-	// parent (v2), as runc does. Empty means no evidence (runc's systemd
-	// default "system.slice:runc:<id>" needs the id, which is not known
-	// here).
+	// path is not used (an error from Find): runc resolved it against its
+	// own cgroup when it created the container (the shim's; v2: its
+	// parent), which is not recorded anywhere, and against the caller's
+	// cgroup it would name someone else's. runc's state (StatePaths) holds
+	// what it resolved to. Empty means no evidence (runc's systemd default
+	// "system.slice:runc:<id>" needs the id, which is not known here).
 	CgroupsPath string
 	// Systemd says CgroupsPath is in systemd form (options SystemdCgroup);
 	// a path of the form "a:b:c" without '/' is taken as systemd form anyway.
@@ -68,6 +70,33 @@ type Set struct {
 func Find(ev Evidence) (*Set, []error) {
 	sets, errs := FindEach(nil, ev)
 	return sets[0], errs[0]
+}
+
+// CgroupPaths returns, parallel to Dirs, the cgroup path of each directory
+// inside its hierarchy, as /proc/<pid>/cgroup shows it (e.g.
+// "/default/web"); "" for a directory Find's rules refuse (a hand-built
+// set is validated again).
+func (s *Set) CgroupPaths() []string {
+	if s == nil {
+		return nil
+	}
+	out := make([]string, len(s.Dirs))
+	if s.cached() {
+		for i, d := range s.dirs {
+			out[i] = d.cg
+		}
+		return out
+	}
+	t, err := loadTable(nil)
+	if err != nil {
+		return out
+	}
+	for i, p := range s.Dirs {
+		if d, err := t.classify(p); err == nil {
+			out[i] = d.cg
+		}
+	}
+	return out
 }
 
 // Outside returns a directory of o whose cgroup (hierarchy and cgroup
@@ -189,23 +218,20 @@ func member(paths map[string]string, dirs []dirInfo) bool {
 	return false
 }
 
-// isMember reports whether pid is alive (not a zombie) and in one of dirs.
-// A process that is gone is (false, nil).
-func isMember(pid int, dirs []dirInfo) (bool, error) {
-	_, ok, err := memberCgroups(pid, dirs)
+// isMember reports whether the process behind fd (a pidfd of pid) has not
+// exited and is in one of dirs. A process that is gone is (false, nil).
+func isMember(fd, pid int, dirs []dirInfo) (bool, error) {
+	_, ok, err := memberCgroups(fd, pid, dirs)
 	return ok, err
 }
 
-// memberCgroups is isMember that also returns the process's cgroups.
-func memberCgroups(pid int, dirs []dirInfo) (map[string]string, bool, error) {
-	st, err := readStat(pid)
-	if err != nil {
-		if errors.Is(err, errGone) {
-			return nil, false, nil
-		}
-		return nil, false, err
-	}
-	if st.exited() {
+// memberCgroups is isMember that also returns the cgroups that prove
+// membership. Whether the process has exited is the pidfd's to say: a
+// process whose main thread exited while other threads run shows "Z" in
+// /proc/<pid>/stat, and on cgroup v1 /proc/<pid>/cgroup then shows the
+// root cgroups; its live threads' cgroups place it.
+func memberCgroups(fd, pid int, dirs []dirInfo) (map[string]string, bool, error) {
+	if pidfdExited(fd) {
 		return nil, false, nil
 	}
 	paths, err := readProcCgroup(pid)
@@ -215,19 +241,36 @@ func memberCgroups(pid int, dirs []dirInfo) (map[string]string, bool, error) {
 		}
 		return nil, false, err
 	}
-	return paths, member(paths, dirs), nil
+	if member(paths, dirs) {
+		return paths, true, nil
+	}
+	if st, err := readStat(pid); err != nil || !st.dying() {
+		return paths, false, nil
+	}
+	for _, tp := range readThreadCgroups(pid) {
+		if member(tp, dirs) {
+			return tp, true, nil
+		}
+	}
+	return paths, false, nil
 }
 
 // Contains reports whether pid is a member of one of the set's cgroups or
-// their descendants (by /proc/<pid>/cgroup), and is false when the process
-// is gone or a zombie, when pid is not positive, and when /proc cannot be
-// read.
+// their descendants (by /proc/<pid>/cgroup, or that of a live thread when
+// the main thread has exited), and is false when the process has exited
+// (its pidfd says so; a zombie has exited) or is gone, when pid is not
+// positive, and when /proc cannot be read.
 func (s *Set) Contains(pid int) bool {
 	if pid <= 0 {
 		return false
 	}
 	dirs, _ := s.resolve()
-	ok, err := isMember(pid, dirs)
+	fd, err := pidfdOpen(pid)
+	if err != nil {
+		return false
+	}
+	defer closeFd(fd)
+	ok, err := isMember(fd, pid, dirs)
 	return err == nil && ok
 }
 
@@ -243,8 +286,9 @@ func guardedPid(pid int) string {
 
 // KillMember kills pid only if, after a pidfd to it is open, it is a member
 // of the set (see Contains); then waits until it has exited (a zombie
-// counts as exited) or ctx is done. killed is false when pid is gone, a
-// zombie, or not a member; the error is then nil unless some of the set's
+// counts as exited) or ctx is done. killed is false when pid is gone, has
+// exited (its pidfd is readable), or is not a member; a process whose main
+// thread exited while others run has not exited and is killed; the error is then nil unless some of the set's
 // directories were refused (see Set). It refuses (error) a pid that is
 // not positive, the calling process, its parent, or pid 1. When ctx ends
 // before the process exits, killed is true and the error wraps ctx.Err().
@@ -264,7 +308,7 @@ func (s *Set) KillMember(ctx context.Context, pid int) (killed bool, err error) 
 		return false, fmt.Errorf("kill member: %w", err)
 	}
 	defer closeFd(fd)
-	ok, err := isMember(pid, dirs)
+	ok, err := isMember(fd, pid, dirs)
 	if err != nil {
 		return false, fmt.Errorf("kill member: check pid %d: %w", pid, err)
 	}
@@ -278,7 +322,10 @@ func (s *Set) KillMember(ctx context.Context, pid int) (killed bool, err error) 
 // (field 22 of /proc/<pid>/stat, clock ticks since boot, as runc records it)
 // equals startTime; then waits until it has exited (a zombie counts as
 // exited) or ctx is done. killed is false, with a nil error, when the pid is
-// gone, a zombie, or belongs to another process. It refuses (error) a pid
+// gone, has exited (its pidfd is readable: a zombie), or belongs to another
+// process. A process whose main thread exited while other threads run
+// ("Z" in /proc/<pid>/stat) has not exited: it is signalled through the
+// pidfd like any other. It refuses (error) a pid
 // that is not positive, the calling process, its parent, or pid 1. When ctx
 // ends before the process exits, killed is true and the error wraps
 // ctx.Err().
@@ -301,7 +348,7 @@ func KillVerified(ctx context.Context, pid int, startTime uint64) (killed bool, 
 		}
 		return false, fmt.Errorf("kill verified: %w", err)
 	}
-	if st.exited() || st.startTime != startTime {
+	if st.startTime != startTime || pidfdExited(fd) {
 		return false, nil
 	}
 	return killAndWait(ctx, fd, pid)
@@ -354,7 +401,7 @@ func (s *Set) Procs() ([]int, []error) {
 	seen := map[int]bool{}
 	var out []int
 	for _, d := range dirs {
-		_ = walkCgroups(d.path, func(dir string) {
+		_ = walkCgroups(context.Background(), d.path, func(dir string) {
 			pids, _ := readPids(filepath.Join(dir, "cgroup.procs"))
 			for _, pid := range pids {
 				if !seen[pid] {

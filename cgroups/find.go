@@ -356,23 +356,14 @@ func (t *table) find(ev Evidence) (*Set, []error) {
 		cg, relative, err := parseCgroupsPath(ev.CgroupsPath, ev.Systemd)
 		if err != nil {
 			errs = append(errs, err)
+		} else if relative {
+			// runc resolved it against its own cgroup when it created the
+			// container (the shim's, v1; its parent, v2), which nothing
+			// here records: against the caller's (an operator's shell, the
+			// gc service) it could name anyone's cgroup.
+			errs = append(errs, fmt.Errorf("cgroupsPath %q: relative: runc resolved it against the cgroup of the shim that created the container, which is not known: not used", ev.CgroupsPath))
 		} else {
-			self := t.guarded[0].paths
-			ds, es := t.mapCgroup(func(key string, v2 bool) (string, bool) {
-				if !relative {
-					return cg, true
-				}
-				// runc: relative to the caller's cgroup (v1), or to its
-				// parent (v2).
-				own, ok := self[key]
-				if !ok {
-					return "", false
-				}
-				if v2 {
-					own = path.Dir(own)
-				}
-				return path.Join(own, cg), true
-			})
+			ds, es := t.mapCgroup(func(string, bool) (string, bool) { return cg, true })
 			for _, e := range es {
 				errs = append(errs, fmt.Errorf("cgroupsPath %q: %w", ev.CgroupsPath, e))
 			}
@@ -410,8 +401,8 @@ func (t *table) find(ev Evidence) (*Set, []error) {
 }
 
 // parseCgroupsPath turns the spec's cgroupsPath into a cgroup path inside a
-// hierarchy. relative is true for a relative cgroupfs path (its base is the
-// caller's own cgroup, as runc does it).
+// hierarchy. relative is true for a relative cgroupfs path (runc's base for
+// it was its own cgroup at create time; cg is then relative too).
 func parseCgroupsPath(p string, systemd bool) (cg string, relative bool, err error) {
 	if strings.ContainsRune(p, 0) {
 		return "", false, fmt.Errorf("cgroupsPath %q: contains a NUL byte", p)

@@ -210,7 +210,8 @@ func TestFindGarbage(t *testing.T) {
 		{"dotdot", Evidence{CgroupsPath: "../.."}, true, true},
 		{"dotdot inside", Evidence{CgroupsPath: "/a/../../b"}, true, true},
 		{"colon pair systemd", Evidence{CgroupsPath: "a:b", Systemd: true}, true, true},
-		{"colon pair cgroupfs", Evidence{CgroupsPath: "a:b"}, false, false},
+		{"colon pair cgroupfs", Evidence{CgroupsPath: "a:b"}, true, true}, // relative: not used
+		{"relative", Evidence{CgroupsPath: "default/ctr"}, true, true},
 		{"three colons", Evidence{CgroupsPath: "a:b:c"}, true, true},
 		{"empty triple", Evidence{CgroupsPath: "::"}, true, true},
 		{"root slice", Evidence{CgroupsPath: "-.slice::"}, true, true},

@@ -1,7 +1,9 @@
 package cgroups
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -59,8 +61,11 @@ func readPids(file string) ([]int, error) {
 
 // walkCgroups calls fn for dir and every descendant directory on the same
 // filesystem, parents before children. Directories that vanish meanwhile
-// are skipped. It never follows symlinks nor enters another mount.
-func walkCgroups(dir string, fn func(dir string)) error {
+// are skipped. It never follows symlinks nor enters another mount. It
+// stops when ctx is done, checked before each directory below dir (dir
+// itself is always visited): the error then names the directory it did
+// not enter and wraps ctx.Err().
+func walkCgroups(ctx context.Context, dir string, fn func(dir string)) error {
 	var st unix.Stat_t
 	if err := unix.Lstat(dir, &st); err != nil {
 		if gone(err) {
@@ -71,10 +76,10 @@ func walkCgroups(dir string, fn func(dir string)) error {
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return &os.PathError{Op: "walk", Path: dir, Err: syscall.ENOTDIR}
 	}
-	return walkDev(dir, st.Dev, fn)
+	return walkDev(ctx, dir, st.Dev, fn)
 }
 
-func walkDev(dir string, dev uint64, fn func(dir string)) error {
+func walkDev(ctx context.Context, dir string, dev uint64, fn func(dir string)) error {
 	fn(dir)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -89,6 +94,9 @@ func walkDev(dir string, dev uint64, fn func(dir string)) error {
 			continue
 		}
 		sub := filepath.Join(dir, e.Name())
+		if err := ctx.Err(); err != nil {
+			return errors.Join(append(errs, fmt.Errorf("walk cgroup %s: stopped before %s: %w", dir, sub, err))...)
+		}
 		var st unix.Stat_t
 		if err := unix.Lstat(sub, &st); err != nil {
 			if !gone(err) {
@@ -99,8 +107,11 @@ func walkDev(dir string, dev uint64, fn func(dir string)) error {
 		if st.Dev != dev || st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			continue
 		}
-		if err := walkDev(sub, dev, fn); err != nil {
+		if err := walkDev(ctx, sub, dev, fn); err != nil {
 			errs = append(errs, err)
+			if ctx.Err() != nil {
+				break
+			}
 		}
 	}
 	return errors.Join(errs...)

@@ -270,13 +270,14 @@ func startFamily(t *testing.T, dirs []string) []testProc {
 }
 
 // isGone reports whether the process is gone: no such pid, another process
-// under the pid, or a zombie (nobody reaps orphans here).
+// under the pid, or a zombie (nobody reaps orphans here) with no live
+// thread (a main thread that exited while others run shows "Z" too).
 func isGone(p testProc) bool {
 	st, err := readStat(p.pid)
 	if err != nil {
 		return errors.Is(err, errGone)
 	}
-	return st.exited() || st.startTime != p.start
+	return st.startTime != p.start || (st.exited() && procDying(p.pid))
 }
 
 func assertGone(t *testing.T, ps ...testProc) {

@@ -67,6 +67,7 @@ func (k *killer) close() {
 // cgroup.kill (v2), SIGKILL each proven member through its pidfd, thaw
 // (always, so a paused container's processes can die), then poll the
 // pidfds and read the cgroups again. Rounds repeat with a short backoff.
+// Every walk of the cgroup trees stops when ctx is done.
 //
 // It returns how many distinct processes it signalled: proven members that
 // got SIGKILL through their pidfd or, when listed before the write, from
@@ -84,19 +85,19 @@ func (s *Set) Kill(ctx context.Context) (signalled int, err error) {
 	}
 	k := &killer{dirs: dirs, procs: map[int]*proc{}, errSeen: map[string]bool{}}
 	defer k.close()
-	if k.killV2(ctx) && len(k.busy()) == 0 {
+	if k.killV2(ctx) && len(k.busy(ctx)) == 0 {
 		return k.signalled, errors.Join(append(errs, k.errs...)...)
 	}
 	backoff := time.Millisecond
 	for {
 		k.round(ctx)
 		waited := k.wait(ctx)
-		busy := k.busy()
+		busy := k.busy(ctx)
 		if len(busy) == 0 {
 			return k.signalled, errors.Join(append(errs, k.errs...)...)
 		}
 		if err := ctx.Err(); err != nil {
-			errs = append(errs, fmt.Errorf("kill cgroups: processes left in %s: %w", strings.Join(busy, ", "), err))
+			errs = append(errs, fmt.Errorf("kill cgroups: processes left (or not ruled out) in %s: %w", strings.Join(busy, ", "), err))
 			return k.signalled, errors.Join(append(errs, k.errs...)...)
 		}
 		if waited {
@@ -119,11 +120,11 @@ func (s *Set) Kill(ctx context.Context) (signalled int, err error) {
 func (k *killer) killV2(ctx context.Context) bool {
 	var killed []dirInfo
 	for _, d := range k.dirs {
-		if !d.v2 || !hasFile(d.path, v2KillFile) || !populated(d) {
+		if !d.v2 || !hasFile(d.path, v2KillFile) || !populated(ctx, d) {
 			continue
 		}
 		n := 0
-		_ = walkCgroups(d.path, func(dir string) {
+		_ = walkCgroups(ctx, d.path, func(dir string) {
 			pids, _ := readPids(filepath.Join(dir, "cgroup.procs"))
 			n += len(pids)
 		})
@@ -142,7 +143,7 @@ func (k *killer) killV2(ctx context.Context) bool {
 	deadline := time.Now().Add(roundWait)
 	delay := 100 * time.Microsecond
 	for _, d := range killed {
-		for populated(d) && time.Now().Before(deadline) && ctx.Err() == nil {
+		for populated(ctx, d) && time.Now().Before(deadline) && ctx.Err() == nil {
 			sleep(ctx, delay)
 			delay = min(2*delay, time.Millisecond)
 		}
@@ -201,7 +202,7 @@ func (k *killer) round(ctx context.Context) {
 	k.waitFrozen(ctx, frozen)
 
 	for _, d := range present {
-		err := walkCgroups(d.path, func(dir string) {
+		err := walkCgroups(ctx, d.path, func(dir string) {
 			pids, err := readPids(filepath.Join(dir, "cgroup.procs"))
 			if err != nil {
 				k.fail(fmt.Errorf("list processes of cgroup %s: %w", dir, err))
@@ -211,7 +212,7 @@ func (k *killer) round(ctx context.Context) {
 			}
 		})
 		if err != nil {
-			k.fail(fmt.Errorf("walk cgroup %s: %w", d.path, err))
+			k.fail(fmt.Errorf("list processes of cgroup %s: %w", d.path, err))
 		}
 	}
 
@@ -271,7 +272,7 @@ func (k *killer) track(pid int) {
 		}
 		return
 	}
-	cgs, ok, err := memberCgroups(pid, k.dirs)
+	cgs, ok, err := memberCgroups(fd, pid, k.dirs)
 	if err != nil || !ok {
 		closeFd(fd)
 		if err != nil {
@@ -373,11 +374,11 @@ func (k *killer) wait(ctx context.Context) bool {
 
 // busy returns the directories that still hold processes (v2: "populated"
 // of cgroup.events, which covers descendants; v1: cgroup.procs of the
-// directory and every descendant).
-func (k *killer) busy() []string {
+// directory and every descendant, as far as ctx lets the walk go).
+func (k *killer) busy(ctx context.Context) []string {
 	var out []string
 	for _, d := range k.dirs {
-		if populated(d) {
+		if populated(ctx, d) {
 			out = append(out, d.path)
 		}
 	}
@@ -385,7 +386,9 @@ func (k *killer) busy() []string {
 	return out
 }
 
-func populated(d dirInfo) bool {
+// populated reports whether d or a descendant holds a process. A v1 walk
+// that ctx cut short counts as populated: nothing rules it out.
+func populated(ctx context.Context, d dirInfo) bool {
 	if d.v2 {
 		v, err := eventsField(d.path, "populated")
 		if err == nil {
@@ -396,12 +399,12 @@ func populated(d dirInfo) bool {
 		}
 	}
 	found := false
-	_ = walkCgroups(d.path, func(dir string) {
+	err := walkCgroups(ctx, d.path, func(dir string) {
 		if found {
 			return
 		}
 		pids, err := readPids(filepath.Join(dir, "cgroup.procs"))
 		found = err != nil || len(pids) > 0
 	})
-	return found
+	return found || (err != nil && ctx.Err() != nil)
 }

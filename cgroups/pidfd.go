@@ -20,9 +20,13 @@ const pollChunk = 10 * time.Millisecond
 const dyingGrace = 100 * time.Millisecond
 
 // pidfdOpen opens a pidfd for pid. A missing process is errGone.
+//
+// No flag is passed: PIDFD_NONBLOCK (Linux 5.10) fails with EINVAL on
+// older kernels, and it only changes waitid(P_PIDFD), which is not used;
+// poll(2) and pidfd_send_signal(2) work the same without it (Linux 5.3).
 func pidfdOpen(pid int) (int, error) {
 	for {
-		fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+		fd, err := unix.PidfdOpen(pid, 0)
 		switch {
 		case err == nil:
 			return fd, nil
@@ -50,8 +54,11 @@ func pidfdKill(fd, pid int) (sent bool, err error) {
 	}
 }
 
-// pidfdExited reports, without blocking, whether the process has exited
-// (a zombie counts as exited).
+// pidfdExited reports, without blocking, whether the process has exited:
+// the pidfd is readable once every thread of the process has exited (a
+// zombie counts as exited). A process whose main thread exited while
+// other threads run shows "Z" in /proc/<pid>/stat but has not exited: only
+// the pidfd tells.
 func pidfdExited(fd int) bool {
 	p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 	for {
@@ -109,23 +116,20 @@ func waitPidfds(ctx context.Context, fds []int, max time.Duration) (exited []boo
 }
 
 // waitPidfd waits until the process behind fd has exited, or is exiting
-// (procStat.dying), or ctx is done. While fd is not readable the process is
-// not reaped, so pid still names it when its stat is read.
+// (every thread of it is past the point of no return: procDying), or ctx
+// is done. While fd is not readable the process is not reaped, so pid
+// still names it when its threads are read.
 func waitPidfd(ctx context.Context, fd, pid int) error {
 	// An exit wakes the poll at once; entering do_exit does not, so the
-	// stat is read again after each chunk, from 1 ms up to pollChunk. A
-	// dying process is given dyingGrace to finish exiting (so that the
+	// threads are read again after each chunk, from 1 ms up to pollChunk.
+	// A dying process is given dyingGrace to finish exiting (so that the
 	// runtime, run next, finds it stopped) and then counted as gone.
 	var dyingSince time.Time
 	for chunk := time.Millisecond; ; chunk = min(2*chunk, pollChunk) {
 		if pidfdExited(fd) {
 			return nil
 		}
-		st, err := readStat(pid)
-		if err != nil {
-			return nil
-		}
-		if st.dying() {
+		if procDying(pid) {
 			if dyingSince.IsZero() {
 				dyingSince = time.Now()
 			} else if time.Since(dyingSince) >= dyingGrace {

@@ -55,15 +55,92 @@ type procStat struct {
 // never run user code again.
 const pfExiting = 0x00000004
 
-// exited reports a zombie or dead process: it has exited.
+// exited reports a zombie or dead task. For a process's main thread this
+// does not mean the process has exited: its other threads may still run
+// (see pidfdExited).
 func (s procStat) exited() bool { return s.state == 'Z' || s.state == 'X' || s.state == 'x' }
 
-// dying reports a process that has exited or is exiting: past the point of
+// dying reports a task that has exited or is exiting: past the point of
 // no return in do_exit, it holds no cgroup and runs no code. A pid
 // namespace's init stays there until every process of its namespace is
 // reaped, and one whose parent is outside the namespace (an exec'd process
 // of a dead shim) is reaped only when the host's init gets to it.
 func (s procStat) dying() bool { return s.exited() || s.flags&pfExiting != 0 }
+
+// procDying reports whether every thread of process pid is dying (see
+// procStat.dying); a process that is gone counts as dying. The main
+// thread alone does not tell: it may have exited (state Z, PF_EXITING)
+// while other threads run.
+func procDying(pid int) bool {
+	tids, err := threads(pid)
+	if err != nil {
+		st, err := readStat(pid)
+		return err != nil || st.dying()
+	}
+	for _, tid := range tids {
+		st, err := readTaskStat(pid, tid)
+		if err == nil && !st.dying() {
+			return false
+		}
+	}
+	return true
+}
+
+// threads lists the thread ids of process pid (/proc/<pid>/task).
+func threads(pid int) ([]int, error) {
+	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	if err != nil {
+		return nil, err
+	}
+	tids := make([]int, 0, len(ents))
+	for _, e := range ents {
+		if tid, err := strconv.Atoi(e.Name()); err == nil {
+			tids = append(tids, tid)
+		}
+	}
+	return tids, nil
+}
+
+// readTaskStat reads /proc/<pid>/task/<tid>/stat.
+func readTaskStat(pid, tid int) (procStat, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(tid) + "/stat")
+	if err != nil {
+		return procStat{}, fmt.Errorf("read stat of thread %d of pid %d: %w", tid, pid, err)
+	}
+	st, err := parseStat(data)
+	if err != nil {
+		return procStat{}, fmt.Errorf("parse stat of thread %d of pid %d: %w", tid, pid, err)
+	}
+	return st, nil
+}
+
+// readThreadCgroups returns the cgroups of each live thread of pid other
+// than the main thread, from /proc/<pid>/task/<tid>/cgroup. It is what
+// places a process whose main thread has exited: on cgroup v1 the kernel
+// shows an exiting task in the root cgroup of every v1 hierarchy.
+func readThreadCgroups(pid int) []map[string]string {
+	tids, err := threads(pid)
+	if err != nil {
+		return nil
+	}
+	var out []map[string]string
+	for _, tid := range tids {
+		if tid == pid {
+			continue
+		}
+		if st, err := readTaskStat(pid, tid); err != nil || st.dying() {
+			continue
+		}
+		data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(tid) + "/cgroup")
+		if err != nil {
+			continue
+		}
+		if paths, err := parseProcCgroup(data); err == nil {
+			out = append(out, paths)
+		}
+	}
+	return out
+}
 
 // readStat reads /proc/<pid>/stat. A missing process is errGone.
 func readStat(pid int) (procStat, error) {

@@ -24,9 +24,16 @@ const (
 // left. A directory whose descendant could not be removed is not tried.
 // It refuses directories that Find would reject (a root cgroup, one that
 // holds or is an ancestor of the calling process, its parent, or pid 1).
+// It stops when ctx is done (checked before each directory it walks into
+// or removes): the error then names the directories left and wraps
+// ctx.Err().
 func (s *Set) Remove(ctx context.Context) (removed []string, err error) {
 	dirs, errs := s.resolve()
 	for _, d := range dirs {
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, fmt.Errorf("remove cgroup %s: not tried: %w", d.path, err))
+			continue
+		}
 		ok, err := onCgroupFS(d.path, d.v2)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("remove cgroup %s: %w", d.path, err))
@@ -47,7 +54,7 @@ func (s *Set) Remove(ctx context.Context) (removed []string, err error) {
 // removeTree removes dir's descendants deepest first, then dir.
 func removeTree(ctx context.Context, dir string) ([]string, error) {
 	var order []string // parents before children
-	if err := walkCgroups(dir, func(d string) { order = append(order, d) }); err != nil {
+	if err := walkCgroups(ctx, dir, func(d string) { order = append(order, d) }); err != nil {
 		return nil, fmt.Errorf("remove cgroup %s: %w", dir, err)
 	}
 	var (
@@ -57,6 +64,10 @@ func removeTree(ctx context.Context, dir string) ([]string, error) {
 	)
 	for i := len(order) - 1; i >= 0; i-- {
 		d := order[i]
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, fmt.Errorf("remove cgroup %s: %d of its cgroups left, %s the next: %w", dir, i+1, d, err))
+			break
+		}
 		if failed[d] {
 			errs = append(errs, fmt.Errorf("remove cgroup %s: child cgroups left", d))
 			markParents(failed, d, dir)
