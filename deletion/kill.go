@@ -2,20 +2,27 @@ package deletion
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/bundle"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/cgroups"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/liveness"
-	"golang.org/x/sys/unix"
 )
 
 // kill is step 3. It signals only what is proven to be the container's:
 // runc's init pid whose start time still matches (through a pidfd), and the
 // members of the container's cgroups; a pid named only by init.pid is
 // signalled only if it is in those cgroups. It waits until they are gone,
-// then lets the runtime delete the (now stopped) container itself.
+// then lets the runtime delete the (now stopped) container itself. A live
+// init.pid with nothing to prove or disprove it (no trusted runc state, no
+// cgroups) fails the step and keeps the task directory (unproven).
 func (d *deletion) kill(ctx context.Context, s *StepReport) {
 	b := d.b
 	killCtx, cancel := context.WithTimeout(ctx, killTimeout)
@@ -52,8 +59,14 @@ func (d *deletion) kill(ctx context.Context, s *StepReport) {
 			initKilled, initErr = d.cgroups.KillMember(killCtx, pid)
 		}()
 	case b.InitPid > 0:
-		if unix.Kill(b.InitPid, 0) == nil {
-			s.problem(fmt.Errorf("init.pid names live pid %d, but nothing proves it is the container's: not signalled", b.InitPid))
+		// Neither a trusted runc state nor the container's cgroups: a
+		// live process under init.pid may be the running init, which
+		// nothing proves. It is not signalled, and the task directory,
+		// the only record of it, is kept (d.unproven): the delete is
+		// incomplete, not done.
+		if st, err := liveness.ReadStat(b.InitPid); err == nil && !st.Exited() && !startedAfter(st.Start, d.initPidWritten()) {
+			d.unproven = true
+			s.fail(fmt.Errorf("init.pid names live pid %d, but nothing proves it is the container's (no trusted runc state, no cgroups): not signalled; task directory kept", b.InitPid))
 		}
 	}
 
@@ -76,6 +89,50 @@ func (d *deletion) kill(ctx context.Context, s *StepReport) {
 	if s.Outcome == "" {
 		s.nothing("no live process of the container")
 	}
+}
+
+// initPidWritten is when init.pid was last written (the zero time when it
+// cannot be told): runc writes it once its init runs.
+func (d *deletion) initPidWritten() time.Time {
+	fi, err := os.Stat(filepath.Join(d.path, bundle.InitPidFile))
+	if err != nil {
+		return time.Time{}
+	}
+	return fi.ModTime()
+}
+
+// startedAfter reports whether a process with this start time (clock
+// ticks since boot, USER_HZ) started more than a second after t: it cannot
+// be the init that init.pid recorded at t. The zero t tells nothing.
+func startedAfter(start uint64, t time.Time) bool {
+	if t.IsZero() {
+		return false
+	}
+	boot, err := bootTime()
+	if err != nil {
+		return false
+	}
+	const userHZ = 100 // sysconf(_SC_CLK_TCK) on every Linux architecture containerd supports
+	started := boot.Add(time.Duration(start) * time.Second / userHZ)
+	return started.After(t.Add(time.Second))
+}
+
+// bootTime is btime of /proc/stat.
+func bootTime() (time.Time, error) {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return time.Time{}, err
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "btime "); ok {
+			sec, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return time.Time{}, fmt.Errorf("btime of /proc/stat: %w", err)
+			}
+			return time.Unix(sec, 0), nil
+		}
+	}
+	return time.Time{}, errors.New("no btime in /proc/stat")
 }
 
 // killTimeout bounds killing and waiting for the container's processes.

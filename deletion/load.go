@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
+	pathpkg "path"
+	"path/filepath"
 	"strings"
 
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/bundle"
@@ -51,10 +54,11 @@ func (d *deletion) load(ctx context.Context, s *StepReport) {
 		cgroups.Evidence{CgroupsPath: checkPath, Systemd: checkSystemd},
 		cgroups.Evidence{StatePaths: ev.StatePaths})
 	set, setErrs := sets[0], errs[0]
-	if err := stateMatchesBundle(checkPath, sets[1], sets[2]); err != nil {
-		// A runc state whose cgroups are not the bundle's names another
-		// container (or is forged): it proves nothing, and neither it nor
-		// the runtime (which would act on it) is used.
+	if err := d.stateIsBundles(b, checkPath, sets[1], sets[2]); err != nil {
+		// A runc state that is not this task directory's, or whose
+		// cgroups are not the bundle's, names another container (or is
+		// forged): it proves nothing, and neither it nor the runtime
+		// (which would act on it) is used.
 		s.problem(err)
 		d.stateUntrusted = true
 		b.State = nil
@@ -74,17 +78,94 @@ func (d *deletion) load(ctx context.Context, s *StepReport) {
 // checked (stateMatchesBundle): config.json's, when absolute or in
 // systemd's form, and runc's state exists with cgroup paths; "" (nothing
 // to check) otherwise. A relative cgroupsPath is resolved against the
-// cgroup of whoever resolves it, so it is not compared.
+// cgroup of whoever resolves it, so it is not compared this way
+// (stateIsBundles compares it as a suffix).
 func stateCheck(b *bundle.Bundle) (path string, systemd bool) {
 	if b.State == nil || len(b.State.CgroupPaths) == 0 || b.Spec == nil || b.Spec.Linux == nil {
 		return "", false
 	}
 	p := b.Spec.Linux.CgroupsPath
-	systemd = (b.Options != nil && b.Options.SystemdCgroup) || (b.State.Config.Cgroups != nil && b.State.Config.Cgroups.Systemd)
+	systemd = stateSystemd(b)
 	if p == "" || (!systemd && !strings.HasPrefix(p, "/") && strings.Count(p, ":") != 2) {
 		return "", false
 	}
 	return p, systemd
+}
+
+func stateSystemd(b *bundle.Bundle) bool {
+	return (b.Options != nil && b.Options.SystemdCgroup) || (b.State != nil && b.State.Config.Cgroups != nil && b.State.Config.Cgroups.Systemd)
+}
+
+// stateIsBundles checks that runc's state is this task's before anything
+// is done on its say-so: runc's "bundle=" label (the bundle runc created
+// the container from) must name the task directory, and its cgroups must
+// be the bundle's. Those are the directories config.json's cgroupsPath
+// maps to (path, stateMatchesBundle) when it is absolute or in systemd
+// form; a relative cgroupsPath must end every cgroup path of the state
+// (runc joined it to the cgroup it ran in); with no usable cgroupsPath
+// (config.json missing or corrupt) every cgroup path must end in the id,
+// as containerd ("/<ns>/<id>"), CRI ("/kubepods/.../<id>", systemd
+// "...:cri-containerd:<id>" → "cri-containerd-<id>.scope") and docker
+// name them. nil when there is no state.
+func (d *deletion) stateIsBundles(b *bundle.Bundle, path string, fromSpec, fromState *cgroups.Set) error {
+	if b.State == nil {
+		return nil
+	}
+	label, ok := b.State.Config.Label("bundle")
+	switch {
+	case !ok:
+		return errors.New("runc state: no bundle label: cannot tell it is this container's, not used")
+	case !sameDir(label, d.path):
+		return fmt.Errorf("runc state: its bundle %s is not this task directory %s: the state is not this container's, not used", label, d.path)
+	}
+	if path != "" && len(fromSpec.Dirs) > 0 {
+		return stateMatchesBundle(path, fromSpec, fromState)
+	}
+	rel := ""
+	if b.Spec != nil && b.Spec.Linux != nil {
+		if p := b.Spec.Linux.CgroupsPath; p != "" && !stateSystemd(b) && !strings.HasPrefix(p, "/") && strings.Count(p, ":") != 2 {
+			rel = strings.Trim(pathpkg.Clean("/"+p), "/")
+		}
+	}
+	for i, cg := range fromState.CgroupPaths() {
+		switch {
+		case cg == "":
+			continue
+		case rel != "" && !strings.HasSuffix(cg, "/"+rel):
+			return fmt.Errorf("runc state: its cgroup %s (%s) does not end in config.json's relative cgroupsPath %q: the state is not this container's, not used", fromState.Dirs[i], cg, rel)
+		case rel == "" && !namedForID(cg, b.ID):
+			return fmt.Errorf("runc state: its cgroup %s (%s) is not named for container %s, and config.json gives no cgroupsPath to compare: the state is not this container's, not used", fromState.Dirs[i], cg, b.ID)
+		}
+	}
+	return nil
+}
+
+// namedForID reports whether a cgroup path's last element names the
+// container id: "<id>" (cgroupfs: containerd's "/<ns>/<id>", CRI's
+// "/kubepods/<qos>/pod<uid>/<id>", docker's "/docker/<id>") or
+// "<prefix>-<id>.scope" (runc's systemd driver: "cri-containerd-<id>.scope",
+// "docker-<id>.scope").
+func namedForID(cg, id string) bool {
+	base := pathpkg.Base(cg)
+	return base == id || strings.HasSuffix(base, "-"+id+".scope")
+}
+
+// sameDir reports whether two absolute paths name the same directory: the
+// same string once cleaned, or the same inode (the label was written
+// through another path to it, e.g. /var/run for /run).
+func sameDir(a, b string) bool {
+	if !filepath.IsAbs(a) {
+		return false
+	}
+	if filepath.Clean(a) == filepath.Clean(b) {
+		return true
+	}
+	sa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	sb, err := os.Stat(b)
+	return err == nil && sa.IsDir() && os.SameFile(sa, sb)
 }
 
 // stateMatchesBundle checks runc's state against the bundle containerd
