@@ -6,6 +6,12 @@
 //   - validating the task id and namespace before any path is built from them
 //     (containerd's identifier rule: no "..", no "/", not empty, at most 76
 //     characters);
+//   - CheckTaskDir: the positive evidence that a directory is a runc v2 task
+//     directory, without which the delete path (package deletion) and gc
+//     (package ops) remove nothing in it: containerd's layout
+//     (<state>/io.containerd.runtime.v2.task/<ns>/<id>, state not root), or
+//     only the names containerd and the runc shim write there, each of its
+//     type, with the work link, address or bootstrap.json (evidence.go);
 //   - Load: every file of the task directory as every supported containerd
 //     writes it (runtime, init.pid, options.json, config.json, the work
 //     link; address (1.6/1.7) or bootstrap.json and the s link (2.x);
@@ -26,8 +32,14 @@
 //     RESOLVE_NO_XDEV; the walk is file-descriptor-relative and never
 //     follows a symlink;
 //   - RemoveDeadSocket: removing a dead shim's socket named in `address`
-//     (1.6/1.7) or bootstrap.json (2.x), only in the shim socket directory,
-//     after a connect that is refused; a socket that accepts is left;
+//     (1.6/1.7) or bootstrap.json (2.x), only when it is named as
+//     containerd names them (64 hex digits) and lies directly in the shim
+//     socket directory (the default, or one only root can write), after a
+//     connect that is refused; a socket that accepts is left;
+//   - Guard: a file in rootfs, written through a detached clone of the task
+//     directory, that stops containerd 2.x's own removal of a bundle left
+//     in place before it crosses a mount (a rootfs that is not a directory
+//     is replaced by one);
 //   - ProbeSocket: what a connect says of a socket's listener (live, dead,
 //     missing, or unknown), for RemoveDeadSocket and package liveness.
 //
