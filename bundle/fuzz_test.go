@@ -42,6 +42,10 @@ import (
 // fuzzToken is replaced by the iteration's temporary directory in every input.
 const fuzzToken = "$T"
 
+// fuzzShimSocket is a socket name of containerd's form (64 hex digits):
+// only such a socket is ever removed.
+const fuzzShimSocket = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
 // fuzzTree is the layout FuzzLoad and FuzzRemoveDeadSocket build in a
 // temporary directory T:
 //
@@ -50,7 +54,8 @@ const fuzzToken = "$T"
 //	T/runc/<ns>/<id>/state.json                         runc's state (options.json root "$T/runc")
 //	T/default-runc/<ns>/<id>/state.json                 runc's state under the default root
 //	T/s/{dead,live,file}                                the socket directory: a dead socket, a live one, a regular file
-//	T/outside/dead                                      a dead socket outside it
+//	T/s/<fuzzShimSocket>                                a dead socket named as containerd names them
+//	T/outside/{dead,<fuzzShimSocket>}                   dead sockets outside it
 //	T/s-link -> T/outside                               a socket directory reached through a link
 type fuzzTree struct {
 	root     string
@@ -63,7 +68,13 @@ type fuzzTree struct {
 
 func newFuzzTree(t *testing.T, ns, id string) *fuzzTree {
 	t.Helper()
-	root := t.TempDir()
+	// A short root: a socket's path must fit in 108 bytes, and a
+	// t.TempDir's holds the test's name.
+	root, err := os.MkdirTemp("", "fz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
 	ft := &fuzzTree{
 		root:    root,
 		taskDir: filepath.Join(root, "state", taskDirName, ns, id),
@@ -79,6 +90,8 @@ func newFuzzTree(t *testing.T, ns, id string) *fuzzTree {
 	writeFile(t, filepath.Join(ft.sockDir, "file"), []byte("not a socket"))
 	deadSocket(t, filepath.Join(ft.sockDir, "dead"))
 	deadSocket(t, filepath.Join(root, "outside", "dead"))
+	deadSocket(t, filepath.Join(ft.sockDir, fuzzShimSocket))
+	deadSocket(t, filepath.Join(root, "outside", fuzzShimSocket))
 	if err := os.Symlink(filepath.Join(root, "outside"), filepath.Join(root, "s-link")); err != nil {
 		t.Fatal(err)
 	}
@@ -456,6 +469,9 @@ func checkRemovedOnly(t *testing.T, ft *fuzzTree, address, dir string, before, a
 // directory, and nothing else: never the live socket, a regular file, a
 // link or its target, a directory.
 func FuzzRemoveDeadSocket(f *testing.F) {
+	f.Add("unix://"+fuzzToken+"/s/"+fuzzShimSocket, fuzzToken+"/s")
+	f.Add("unix://"+fuzzToken+"/s-link/"+fuzzShimSocket, fuzzToken+"/s-link")
+	f.Add("unix://"+fuzzToken+"/outside/"+fuzzShimSocket, fuzzToken+"/s")
 	f.Fuzz(func(t *testing.T, address, socketDir string) {
 		ft := newFuzzTree(t, "default", "ctr")
 		address = string(ft.expand([]byte(address)))

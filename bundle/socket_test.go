@@ -24,6 +24,18 @@ func listen(t *testing.T, p string, keep bool) {
 	t.Cleanup(func() { l.Close() })
 }
 
+// shortDir is a new directory with a short path (a socket's path must fit
+// in 108 bytes, and t.TempDir's hold the test's name), removed at the end.
+func shortDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "rds")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir); os.RemoveAll(dir + "-link") })
+	return dir
+}
+
 func TestRemoveDeadSocket(t *testing.T) {
 	tests := []struct {
 		name        string
@@ -42,7 +54,7 @@ func TestRemoveDeadSocket(t *testing.T) {
 			wantErr: "not a socket", wantLeft: true},
 		{name: "a path with .. that cleans into the socket directory", setup: func(t *testing.T, p string) { listen(t, p, false) },
 			address: func(p string) string {
-				return "unix://" + filepath.Join(filepath.Dir(p), "sub", "..", "..", filepath.Base(filepath.Dir(p)), "s")
+				return "unix://" + filepath.Join(filepath.Dir(p), "sub", "..", "..", filepath.Base(filepath.Dir(p)), filepath.Base(p))
 			},
 			wantRemoved: true},
 		{name: "in another directory: left", setup: func(t *testing.T, p string) { listen(t, p, false) },
@@ -60,7 +72,7 @@ func TestRemoveDeadSocket(t *testing.T) {
 			})
 		}, wantErr: "not a socket", wantLeft: true},
 		{name: "directory", setup: func(t *testing.T, p string) { mkdir(t, p) },
-			wantErr: "directory", wantLeft: true},
+			wantErr: "not a socket", wantLeft: true},
 		{name: "abstract", setup: func(*testing.T, string) {},
 			address: func(string) string { return "unix://@bundletest-abstract" }},
 		{name: "not unix", setup: func(*testing.T, string) {},
@@ -69,18 +81,49 @@ func TestRemoveDeadSocket(t *testing.T) {
 			address: func(string) string { return "unix://relative/s" }, wantErr: "not absolute"},
 		{name: "empty path", setup: func(*testing.T, string) {},
 			address: func(string) string { return "unix://" }, wantErr: "not absolute"},
+		{name: "a dead socket not named as containerd names them: left", setup: func(t *testing.T, p string) {
+			listen(t, filepath.Join(filepath.Dir(p), "app.sock"), false)
+			t.Cleanup(func() {
+				if !exists(filepath.Join(filepath.Dir(p), "app.sock")) {
+					t.Error("app.sock was removed")
+				}
+			})
+		}, address: func(p string) string { return "unix://" + filepath.Join(filepath.Dir(p), "app.sock") },
+			wantErr: "64 hex digits"},
+		{name: "socket directory writable by others (/tmp): left", setup: func(t *testing.T, p string) {
+			listen(t, p, false)
+			if err := os.Chmod(filepath.Dir(p), 0o1777); err != nil {
+				t.Fatal(err)
+			}
+		}, wantErr: "writable by others", wantLeft: true},
+		{name: "socket directory of another user: left", setup: func(t *testing.T, p string) {
+			listen(t, p, false)
+			if err := os.Chown(filepath.Dir(p), 65534, 65534); err != nil {
+				t.Fatal(err)
+			}
+		}, wantErr: "owned by uid 65534", wantLeft: true},
+		{name: "socket directory through a symbolic link: left", setup: func(t *testing.T, p string) {
+			listen(t, p, false)
+			if err := os.Symlink(filepath.Dir(p), filepath.Dir(p)+"-link"); err != nil {
+				t.Fatal(err)
+			}
+		}, address: func(p string) string { return "unix://" + filepath.Join(filepath.Dir(p)+"-link", filepath.Base(p)) },
+			socketDir: "link", wantErr: "not a directory", wantLeft: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			p := filepath.Join(t.TempDir(), "s")
+			p := filepath.Join(shortDir(t), strings.Repeat("5e", 32))
 			tc.setup(t, p)
 			addr := "unix://" + p
 			if tc.address != nil {
 				addr = tc.address(p)
 			}
 			dir := tc.socketDir
-			if dir == "" {
+			switch dir {
+			case "":
 				dir = filepath.Dir(p)
+			case "link":
+				dir = filepath.Dir(p) + "-link"
 			}
 			removed, err := RemoveDeadSocket(addr, dir)
 			if removed != tc.wantRemoved {
