@@ -31,14 +31,28 @@ const guardText = "containerd-shim-runc-v2-robust left this task directory in pl
 // on rootfs itself would not go (containerd's unmount of it then fails, or
 // empties it: either way the guard stays). Nothing is attached anywhere
 // and nothing propagates. A rootfs that is not a directory (a symlink, a
-// file) is left as it is: os.Remove on it would not cross a mount, so the
-// error says the guard could not be placed.
+// file: os.Remove would take it, and the RemoveAll after it cross the
+// mount) is replaced, in the clone, by a directory holding the guard; the
+// target of a symlink is never touched. A rootfs that cannot be replaced
+// (a file bind-mounted on) is an error: the guard could not be placed.
 func Guard(path string) error {
 	tree, err := unix.OpenTree(unix.AT_FDCWD, path, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_SYMLINK_NOFOLLOW)
 	if err != nil {
 		return fmt.Errorf("guard %s: clone: %w", path, err)
 	}
 	defer unix.Close(tree)
+	var st unix.Stat_t
+	switch err := unix.Fstatat(tree, RootfsDir, &st, unix.AT_SYMLINK_NOFOLLOW); {
+	case err == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		// A symlink, a file: containerd's os.Remove would take it and go
+		// on. unlinkat without AT_REMOVEDIR never removes a directory, and
+		// fails (EBUSY) on a mount point of our namespace.
+		if err := unix.Unlinkat(tree, RootfsDir, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("guard %s: rootfs is not a directory and cannot be replaced by one: %w", path, err)
+		}
+	case err != nil && !errors.Is(err, unix.ENOENT):
+		return fmt.Errorf("guard %s: stat rootfs: %w", path, err)
+	}
 	if err := unix.Mkdirat(tree, RootfsDir, 0o711); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("guard %s: mkdir rootfs: %w", path, err)
 	}

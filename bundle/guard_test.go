@@ -28,8 +28,9 @@ func TestGuardStopsContainerdsRemovalBeforeAMount(t *testing.T) {
 	requireRoot(t)
 	for _, tc := range []struct {
 		name   string
-		rootfs string // "mount": rootfs is a mount point itself; "dir": a plain directory; "none": missing
-	}{{"rootfs is a mount point", "mount"}, {"rootfs is a directory", "dir"}, {"rootfs is missing", "none"}} {
+		rootfs string // "mount": rootfs is a mount point itself; "dir": a plain directory; "none": missing; "symlink": a link to a host directory; "file": a regular file
+	}{{"rootfs is a mount point", "mount"}, {"rootfs is a directory", "dir"}, {"rootfs is missing", "none"},
+		{"rootfs is a symlink to a host directory", "symlink"}, {"rootfs is a regular file", "file"}} {
 		t.Run(tc.name, func(t *testing.T) {
 			task := filepath.Join(t.TempDir(), "task")
 			data := filepath.Join(t.TempDir(), "data")
@@ -49,13 +50,24 @@ func TestGuardStopsContainerdsRemovalBeforeAMount(t *testing.T) {
 				if err := os.MkdirAll(filepath.Join(task, RootfsDir), 0o755); err != nil {
 					t.Fatal(err)
 				}
+			case "symlink":
+				rootfsData = t.TempDir()
+				writeFile(t, filepath.Join(rootfsData, "host-file"), []byte("host"))
+				if err := os.Symlink(rootfsData, filepath.Join(task, RootfsDir)); err != nil {
+					t.Fatal(err)
+				}
+			case "file":
+				writeFile(t, filepath.Join(task, RootfsDir), []byte("not a directory"))
 			}
 
 			if err := Guard(task); err != nil {
 				t.Fatal(err)
 			}
 			if rootfsData != "" && exists(filepath.Join(rootfsData, GuardFile)) {
-				t.Fatal("the guard was written into the filesystem mounted on rootfs")
+				t.Fatal("the guard was written into the filesystem mounted on rootfs, or the symlink's target")
+			}
+			if tc.rootfs == "symlink" && !exists(filepath.Join(rootfsData, "host-file")) {
+				t.Fatal("the symlink's target lost its content")
 			}
 			err := containerd2BundleDelete(task)
 			if err == nil || !errors.Is(err, unix.ENOTEMPTY) {
