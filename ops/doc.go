@@ -7,7 +7,10 @@
 // of containerd's configuration, and ChooseStateDir).
 //
 // It never deletes anything itself: every task directory goes through
-// deletion.Delete, and only after liveness says its shim is dead. It never
-// touches residue outside task directories, and never writes containerd's
-// configuration.
+// deletion.Delete, and only when bundle.CheckTaskDir finds evidence that it
+// is one and liveness says its shim is dead. It never touches residue
+// outside task directories, never writes containerd's configuration, never
+// reads a configuration file that is not a regular file of bounded size,
+// and writes the metrics only relative to their directory, through no
+// symbolic link, in a directory root owns.
 package ops

@@ -31,6 +31,19 @@ const DefaultStateDir = "/run/containerd/io.containerd.runtime.v2.task"
 // mtime is younger may be one containerd is still creating or deleting.
 const DefaultOlderThan = 5 * time.Minute
 
+// CreationWindow bounds how long containerd may take to create a task
+// directory's shim: from making the directory (bundle.go NewBundle) to the
+// shim's socket being recorded in it (address, written by the shim's
+// `start` once it listens; bootstrap.json, written by containerd 2.x when
+// `start` returns). In that window the directory has no socket record and
+// no shim answers, so liveness cannot tell it from an orphan. containerd
+// bounds `start` only by its caller's context; kubelet's default runtime
+// request timeout is 2 minutes. Whatever --older-than says, gc leaves a
+// task directory younger than this with no socket record (status young):
+// --older-than 0s is therefore safe against a task being created. Once the
+// socket is recorded the shim listens, and liveness sees it.
+const CreationWindow = 2 * time.Minute
+
 // shimBinaryPathFile is what containerd ≥ 1.6 writes in a task directory
 // when the runtime has a runtime_path: the shim binary.
 const shimBinaryPathFile = "shim-binary-path"
@@ -210,9 +223,12 @@ func (g *GCReport) Failed() bool {
 // containerd would have: an orphan's shim is dead (its socket is missing or
 // refuses connections, no shim process runs for the task, and the
 // container's verified init is not a shim's child) and its task directory
-// is older than opts.OlderThan by its mtime. A task whose shim answers, or
-// whose liveness cannot be ruled out, is never touched. Task directories
-// that are not recognisably runc v2 (see runcEvidence) are left.
+// is older than opts.OlderThan by its mtime (and, without a recorded shim
+// socket, older than CreationWindow). A task whose shim answers, or whose
+// liveness cannot be ruled out, is never touched. Directories that are not
+// task directories (bundle.CheckTaskDir: a mistaken state directory's
+// <dir>/<x>/<y>) or not recognisably runc v2's (see runcEvidence) are left
+// (status skipped), and so said.
 //
 // It first looks at every task directory (namespaces and ids in name
 // order), then runs the orphans' deletes, opts.Parallel at a time,
@@ -375,6 +391,13 @@ func (r *gcRun) task(ns, name string) (t GCTask, ok bool) {
 		t.Why = err.Error()
 		return t, true
 	}
+	// The delete checks it again under its lock (deletion's resolve step);
+	// here it keeps a mistaken state directory's <dir>/<x>/<y> out of the
+	// report's orphans and out of the deletes.
+	if _, err := bundle.CheckTaskDir(path, ns, name); err != nil {
+		t.Why = err.Error()
+		return t, true
+	}
 	b, err := bundle.Load(path, ns, name)
 	if err != nil {
 		t.Why = err.Error()
@@ -397,6 +420,11 @@ func (r *gcRun) task(ns, name string) (t GCTask, ok bool) {
 	if t.Age < r.opts.OlderThan {
 		t.Status = GCYoung
 		t.Why = fmt.Sprintf("shim dead (%s), but younger than %s", st.Why, r.opts.OlderThan)
+		return t, true
+	}
+	if t.Age < CreationWindow && b.Address == "" {
+		t.Status = GCYoung
+		t.Why = fmt.Sprintf("no shim socket recorded yet and younger than %s: containerd may still be creating it", CreationWindow)
 		return t, true
 	}
 	t.Status, t.Why = GCOrphan, "shim dead: "+st.Why

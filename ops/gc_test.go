@@ -33,7 +33,8 @@ type gcNode struct {
 func newGCNode(t *testing.T) *gcNode {
 	t.Helper()
 	n := &gcNode{
-		state:    t.TempDir(),
+		// containerd's layout: <state>/io.containerd.runtime.v2.task.
+		state:    filepath.Join(t.TempDir(), TaskStateDirName),
 		runcRoot: t.TempDir(),
 		ns1:      testutil.RandID("gc-a"),
 		ns2:      testutil.RandID("gc-b"),
