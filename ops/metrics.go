@@ -4,8 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/shimrobust/containerd-shim-runc-v2-robust/deletion"
+	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/deletion"
 	"golang.org/x/sys/unix"
 )
 
@@ -61,7 +63,9 @@ var steps = append(append([]string{}, deletion.Steps...), deletion.StepSandbox)
 // file that is missing or cannot be decoded is started afresh (counters
 // restart at 0, which Prometheus treats as a counter reset). The lock wait
 // is bounded (1 s); an update that cannot take the lock is an error and
-// changes nothing.
+// changes nothing. Every file is opened relative to the directory, never
+// through a symbolic link, and a directory owned by another user than root
+// is refused (see update).
 type Metrics struct {
 	Dir string
 }
@@ -171,38 +175,100 @@ func (m *Metrics) RecordGC(g *GCReport) error {
 }
 
 // update applies change to the state under the lock and rewrites both files.
+// Every file is opened relative to the metrics directory's descriptor and
+// never through a symbolic link: the directory may be one an exporter's
+// user can write in, and a link planted there must not make a delete run by
+// root create or overwrite a file elsewhere (/etc/nologin).
 func (m *Metrics) update(change func(*metricsState)) error {
-	if err := os.MkdirAll(m.Dir, 0o755); err != nil {
+	dir, err := openMetricsDir(m.Dir)
+	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
-	unlock, err := lockFile(filepath.Join(m.Dir, metricsLockFile), metricsLockWait)
+	defer dir.Close()
+	dirfd := int(dir.Fd())
+	unlock, err := lockFile(dirfd, m.Dir, metricsLockFile, metricsLockWait)
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	defer unlock()
 
-	s := readMetricsState(filepath.Join(m.Dir, metricsStateFile))
+	s := readMetricsState(dirfd, metricsStateFile)
 	change(s)
 	data, err := json.Marshal(s)
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
-	if err := writeAtomic(filepath.Join(m.Dir, metricsStateFile), data); err != nil {
+	if err := writeAtomic(dirfd, m.Dir, metricsStateFile, data); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
-	if err := writeAtomic(filepath.Join(m.Dir, MetricsFile), []byte(s.render())); err != nil {
+	if err := writeAtomic(dirfd, m.Dir, MetricsFile, []byte(s.render())); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	return nil
 }
 
-// readMetricsState reads the state file; missing or undecodable means a
-// fresh state.
-func readMetricsState(path string) *metricsState {
+// openMetricsDir creates the metrics directory if missing and opens it. A
+// directory owned by another user than root (or this process's user) is
+// refused: its owner could swap what it holds between our checks.
+func openMetricsDir(path string) (*os.File, error) {
+	if err := os.MkdirAll(path, 0o755); err != nil {
+		return nil, err
+	}
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	dir := os.NewFile(uintptr(fd), path)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		dir.Close()
+		return nil, &fs.PathError{Op: "stat", Path: path, Err: err}
+	}
+	if st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+		dir.Close()
+		return nil, fmt.Errorf("directory %s is owned by uid %d, not by root: refused (give the exporter read access to a directory root owns)", path, st.Uid)
+	}
+	return dir, nil
+}
+
+// maxMetricsState bounds what is read of the state file.
+const maxMetricsState = 1 << 20
+
+// openRegularAt opens name in dirfd without following a symbolic link or
+// blocking on a FIFO, and checks that it is a regular file.
+func openRegularAt(dirfd int, dirPath, name string, flags int, perm uint32) (*os.File, error) {
+	p := filepath.Join(dirPath, name)
+	fd, err := unix.Openat(dirfd, name, flags|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, perm)
+	if err != nil {
+		if errors.Is(err, unix.ELOOP) {
+			return nil, fmt.Errorf("%s is a symbolic link: refused", p)
+		}
+		return nil, &fs.PathError{Op: "open", Path: p, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), p)
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s is not a regular file (%s): refused", p, fi.Mode().Type())
+	}
+	return f, nil
+}
+
+// readMetricsState reads the state file name in dirfd; missing, not a
+// regular file, too large or undecodable means a fresh state.
+func readMetricsState(dirfd int, name string) *metricsState {
 	s := &metricsState{}
-	if data, err := os.ReadFile(path); err == nil {
-		if json.Unmarshal(data, s) != nil || s.Version != metricsStateVersion {
-			s = &metricsState{}
+	if f, err := openRegularAt(dirfd, ".", name, unix.O_RDONLY, 0); err == nil {
+		data, err := io.ReadAll(io.LimitReader(f, maxMetricsState+1))
+		f.Close()
+		if err == nil && len(data) <= maxMetricsState {
+			if json.Unmarshal(data, s) != nil || s.Version != metricsStateVersion {
+				s = &metricsState{}
+			}
 		}
 	}
 	s.Version = metricsStateVersion
@@ -214,13 +280,14 @@ func readMetricsState(path string) *metricsState {
 	return s
 }
 
-// lockFile takes an exclusive flock on path (created if missing), waiting
-// at most wait; unlock releases it.
-func lockFile(path string, wait time.Duration) (unlock func(), err error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o644)
+// lockFile takes an exclusive flock on name in dirfd (created if missing,
+// never through a symbolic link), waiting at most wait; unlock releases it.
+func lockFile(dirfd int, dirPath, name string, wait time.Duration) (unlock func(), err error) {
+	f, err := openRegularAt(dirfd, dirPath, name, unix.O_CREAT|unix.O_RDWR, 0o644)
 	if err != nil {
 		return nil, err
 	}
+	path := f.Name()
 	deadline := time.Now().Add(wait)
 	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
 		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
@@ -239,31 +306,42 @@ func lockFile(path string, wait time.Duration) (unlock func(), err error) {
 	}
 }
 
-// writeAtomic writes data to path through a temporary file in the same
-// directory (a dot file not ending in .prom, which the textfile collector
-// ignores), then renamed over path: a reader sees the old file or the new
-// one, never half of one. It does not fsync (a delete run by containerd
-// must not wait on a busy disk): after a machine crash the state file may
-// be lost, and the counters restart from 0, which Prometheus treats as a
-// counter reset.
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+// writeAtomic writes data to name in dirfd through a temporary file there
+// (a dot file not ending in .prom, which the textfile collector ignores;
+// created O_EXCL, never through a link), then renamed over name: a reader
+// sees the old file or the new one, never half of one, and a symbolic link
+// at name is replaced, not followed. It does not fsync (a delete run by
+// containerd must not wait on a busy disk): after a machine crash the
+// state file may be lost, and the counters restart from 0, which
+// Prometheus treats as a counter reset.
+func writeAtomic(dirfd int, dirPath, name string, data []byte) error {
+	path := filepath.Join(dirPath, name)
+	var (
+		f   *os.File
+		tmp string
+		err error
+	)
+	for range 100 {
+		tmp = fmt.Sprintf(".%s.tmp-%d", name, rand.Uint32())
+		if f, err = openRegularAt(dirfd, dirPath, tmp, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o644); !errors.Is(err, fs.ErrExist) {
+			break
+		}
+	}
 	if err != nil {
-		return err
+		return fmt.Errorf("write %s: %w", path, err)
 	}
-	name := tmp.Name()
-	_, err = tmp.Write(data)
+	_, err = f.Write(data)
 	if err == nil {
-		err = tmp.Chmod(0o644)
+		err = f.Chmod(0o644)
 	}
-	if cerr := tmp.Close(); err == nil {
+	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(name, path)
+		err = unix.Renameat(dirfd, tmp, dirfd, name)
 	}
 	if err != nil {
-		if rerr := os.Remove(name); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+		if rerr := unix.Unlinkat(dirfd, tmp, 0); rerr != nil && !errors.Is(rerr, unix.ENOENT) {
 			err = errors.Join(err, rerr)
 		}
 		return fmt.Errorf("write %s: %w", path, err)

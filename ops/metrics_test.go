@@ -143,17 +143,74 @@ func TestMetricsNilAndLockTimeout(t *testing.T) {
 	if MetricsFromEnv() != nil {
 		t.Fatal("no directory, no metrics")
 	}
-	dir := t.TempDir()
-	unlock, err := lockFile(filepath.Join(dir, metricsLockFile), time.Second)
+	dir, err := openMetricsDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
+	unlock, err := lockFile(int(dir.Fd()), dir.Name(), metricsLockFile, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unlock()
 	start := time.Now()
-	if _, err := lockFile(filepath.Join(dir, metricsLockFile), 100*time.Millisecond); err == nil || !strings.Contains(err.Error(), "still held") {
+	if _, err := lockFile(int(dir.Fd()), dir.Name(), metricsLockFile, 100*time.Millisecond); err == nil || !strings.Contains(err.Error(), "still held") {
 		t.Fatalf("second lock: %v", err)
 	}
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("lock wait took %s, bounded at 100ms", d)
+	}
+}
+
+// TestMetricsNeverWriteThroughALink: a symbolic link planted in the metrics
+// directory (which an exporter's user may write in) in place of the lock,
+// state or metrics file never makes an update create or change a file
+// elsewhere.
+func TestMetricsNeverWriteThroughALink(t *testing.T) {
+	for _, name := range []string{metricsLockFile, metricsStateFile, MetricsFile} {
+		t.Run(name, func(t *testing.T) {
+			dir, elsewhere := t.TempDir(), t.TempDir()
+			nologin := filepath.Join(elsewhere, "nologin")
+			existing := filepath.Join(elsewhere, "passwd")
+			if err := os.WriteFile(existing, []byte("root:x:0:0\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			target := nologin
+			if name != metricsLockFile {
+				target = existing
+			}
+			if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
+				t.Fatal(err)
+			}
+			err := (&Metrics{Dir: dir}).RecordDelete(record(ResultDeleted, TriggerManual, time.Millisecond))
+			if _, serr := os.Lstat(nologin); serr == nil {
+				t.Fatalf("the update created %s through the link (update returned %v)", nologin, err)
+			}
+			if data, _ := os.ReadFile(existing); string(data) != "root:x:0:0\n" {
+				t.Fatalf("the update changed %s through the link: %q", existing, data)
+			}
+			if name == metricsLockFile && (err == nil || !strings.Contains(err.Error(), "symbolic link")) {
+				t.Errorf("a link in place of the lock file: update returned %v, want it refused", err)
+			}
+		})
+	}
+}
+
+// TestMetricsRefuseADirectoryNotOwnedByRoot: a metrics directory owned by
+// another user is refused, and nothing is written in it.
+func TestMetricsRefuseADirectoryNotOwnedByRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test needs root (chown)")
+	}
+	dir := t.TempDir()
+	if err := os.Chown(dir, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	err := (&Metrics{Dir: dir}).RecordDelete(record(ResultDeleted, TriggerManual, time.Millisecond))
+	if err == nil || !strings.Contains(err.Error(), "not by root") {
+		t.Fatalf("update in a directory owned by uid 65534 returned %v, want it refused", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) > 0 {
+		t.Errorf("files were created in the refused directory: %v", entries)
 	}
 }
