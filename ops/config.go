@@ -5,11 +5,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // DefaultContainerdConfig is containerd's configuration file when it runs
@@ -151,12 +154,9 @@ const maxConfigSize = 4 << 20
 // readTopLevelKeys reads the keys gc needs from the lines of a TOML file
 // before its first table header.
 func readTopLevelKeys(path string) (*topLevelKeys, error) {
-	data, err := os.ReadFile(path)
+	data, err := readConfigFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("containerd config: %w", err)
-	}
-	if len(data) > maxConfigSize {
-		return nil, fmt.Errorf("containerd config %s: larger than %d bytes", path, maxConfigSize)
+		return nil, err
 	}
 	k := &topLevelKeys{}
 	sc := bufio.NewScanner(bytes.NewReader(data))
@@ -213,6 +213,37 @@ func readTopLevelKeys(path string) (*topLevelKeys, error) {
 		return nil, fmt.Errorf("containerd config %s: %w", path, err)
 	}
 	return k, nil
+}
+
+// readConfigFile reads a configuration file, which must be a regular file
+// (links are followed, as containerd follows them) of at most
+// maxConfigSize bytes. It is opened O_NONBLOCK and checked before any read:
+// a FIFO or a device named by --config or an import never makes gc wait, and
+// /dev/zero is not read. A missing file wraps fs.ErrNotExist.
+func readConfigFile(path string) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("containerd config: %w", &fs.PathError{Op: "open", Path: path, Err: err})
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	fi, err := f.Stat()
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("containerd config: %w", err)
+	case !fi.Mode().IsRegular():
+		return nil, fmt.Errorf("containerd config %s: not a regular file (%s)", path, fi.Mode().Type())
+	case fi.Size() > maxConfigSize:
+		return nil, fmt.Errorf("containerd config %s: larger than %d bytes", path, maxConfigSize)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("containerd config %s: %w", path, err)
+	}
+	if len(data) > maxConfigSize {
+		return nil, fmt.Errorf("containerd config %s: larger than %d bytes", path, maxConfigSize)
+	}
+	return data, nil
 }
 
 // errValue is a value gc's reader does not understand.

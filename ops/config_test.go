@@ -10,6 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Containerd binaries the configuration reader is checked against: their
@@ -304,6 +307,52 @@ func TestChooseStateDir(t *testing.T) {
 			}
 			if c.note && !strings.Contains(got.Note, "containerd's state directory") {
 				t.Errorf("note %q", got.Note)
+			}
+		})
+	}
+}
+
+// TestLoadContainerdConfigNeverWaits: a FIFO (or any file that is not
+// regular) named by --config or by an import is refused before it is read:
+// gc never waits on it. A regular file over the size bound is refused too.
+func TestLoadContainerdConfigNeverWaits(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.toml")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.toml")
+	if err := os.WriteFile(big, []byte("# "+strings.Repeat("x", maxConfigSize)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, main, want string
+	}{
+		{"--config is a FIFO", fifo, "not a regular file"},
+		{"an import is a FIFO", "version = 2\nimports = [\"fifo.toml\"]\n", "not a regular file"},
+		{"an import is a character device", "version = 2\nimports = [\"/dev/null\"]\n", "not a regular file"},
+		{"an import is too large", "version = 2\nimports = [\"big.toml\"]\n", "larger than"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := tc.main
+			if !filepath.IsAbs(path) {
+				path = filepath.Join(dir, "config.toml")
+				if err := os.WriteFile(path, []byte(tc.main), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, err := LoadContainerdConfig(path)
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("LoadContainerdConfig: %v; want an error saying %q", err, tc.want)
+				}
+			case <-time.After(3 * time.Second):
+				t.Fatal("LoadContainerdConfig still reading after 3 s")
 			}
 		})
 	}
