@@ -91,7 +91,7 @@ ops: build daemons
 # side, on every line. tests/out/cri-side-by-side.md gets what each left.
 .PHONY: cri
 cri: build daemons
-	cd tests/cri && $(GOTEST) -count=1 -v -timeout 20m .
+	cd tests/cri && $(GOTEST) -count=1 -v -timeout 30m .
 
 # Everything, on every supported containerd line; fails, never skips.
 test: deps vet unit fuzz-short e2e ops cri systemd interrupt
