@@ -264,7 +264,7 @@ func RunGC(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&configPath, "config", ops.DefaultContainerdConfig, "containerd's configuration file, read for its state and root directories (version 1 to 4, and the files it imports); a missing default file means containerd's defaults")
 	fs.IntVar(&opts.Parallel, "parallel", ops.DefaultParallel(), "deletes run at the same time, at least 1; the default is the number of CPUs")
 	fs.StringVar(&opts.RuncRoot, "runc-root", bundle.DefaultRuncRoot, "runc's root, scanned for residue (besides the roots named by the tasks' options.json)")
-	fs.DurationVar(&opts.OlderThan, "older-than", ops.DefaultOlderThan, "only orphans whose task directory is older than this (by its mtime)")
+	fs.DurationVar(&opts.OlderThan, "older-than", ops.DefaultOlderThan, "only orphans whose task directory is older than this (by its mtime); whatever it says, one with no shim socket recorded yet is left until "+ops.CreationWindow.String()+" old (containerd may still be creating it), so 0s is safe")
 	fs.BoolVar(&opts.DryRun, "dry-run", false, "list what would be deleted and why; change nothing")
 	fs.StringVar(&opts.Namespace, "namespace", "", "only this namespace (default: every namespace)")
 	fs.StringVar(&format, flagFormat, formatText, "report format: text or json")
