@@ -176,42 +176,14 @@ func TestDeleteShim(t *testing.T) {
 }
 
 // TestDeleteShimUninterruptible: a shim that SIGKILL cannot end at once
-// (in a frozen cgroup v1 freezer it sleeps uninterruptibly, state D, until
-// thawed) is reported, and not waited for past shimWait.
+// (in a frozen cgroup v1 freezer, or on a v2-only machine waiting for a
+// FUSE answer that never comes, it sleeps uninterruptibly, state D, until
+// released) is reported, and not waited for past shimWait.
 func TestDeleteShimUninterruptible(t *testing.T) {
 	testutil.NeedRoot(t)
-	freezer := freezerV1(t)
 	id := testutil.RandID("dshim")
 	sock := filepath.Join(t.TempDir(), "s")
-	sh := fakeShim(t, id, sock, testutil.ShimSilent)
-	cg := filepath.Join(freezer, id)
-	if err := os.Mkdir(cg, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	thaw := func() { _ = os.WriteFile(filepath.Join(cg, "freezer.state"), []byte("THAWED"), 0o644) }
-	t.Cleanup(func() {
-		thaw()
-		_ = sh.Process.Kill()
-		_ = sh.Wait()
-		_ = os.Remove(cg)
-	})
-	if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(strconv.Itoa(sh.Process.Pid)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(cg, "freezer.state"), []byte("FROZEN"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		state, _ := os.ReadFile(filepath.Join(cg, "freezer.state"))
-		if strings.TrimSpace(string(state)) == "FROZEN" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("freezer %s: %s", cg, state)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	sh, thaw := uninterruptibleShim(t, id, sock) // dstate_test.go
 	dir := testutil.TaskDir(t, id, map[string]string{"address": "unix://" + sock})
 
 	start := time.Now()
@@ -239,26 +211,4 @@ func TestDeleteShimUninterruptible(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Errorf("thawed shim %d did not die of the SIGKILL it was sent", sh.Process.Pid)
 	}
-}
-
-// freezerV1 returns the mount point of the cgroup v1 freezer hierarchy;
-// it skips the test when there is none (pure cgroup v2 machine).
-func freezerV1(t *testing.T) string {
-	t.Helper()
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		pre, post, ok := strings.Cut(line, " - ")
-		if !ok {
-			continue
-		}
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if len(g) >= 3 && g[0] == "cgroup" && f[3] == "/" && strings.Contains(","+g[2]+",", ",freezer,") {
-			return f[4]
-		}
-	}
-	t.Skip("no cgroup v1 freezer hierarchy: cannot put a process in uninterruptible sleep")
-	return ""
 }
