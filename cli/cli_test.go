@@ -3,7 +3,9 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -151,7 +153,7 @@ func TestManualDeleteFromAnywhere(t *testing.T) {
 	elsewhere := t.TempDir()
 
 	t.Run("text: report on stderr, DeleteResponse on stdout", func(t *testing.T) {
-		sock := filepath.Join(t.TempDir(), "s")
+		sock := shimSocketPath(t)
 		testutil.DeadSocket(t, sock)
 		id, dir := newTask(t, map[string]string{"address": "unix://" + sock, "runtime": ""})
 		code, out, stderr := manualDelete(t, elsewhere, "-namespace", testNS, "-id", id, "delete", "--state-dir", state)
@@ -171,7 +173,7 @@ func TestManualDeleteFromAnywhere(t *testing.T) {
 	})
 
 	t.Run("json on stdout, env state dir", func(t *testing.T) {
-		id, dir := newTask(t, map[string]string{"runtime": ""})
+		id, dir := newTask(t, map[string]string{"runtime": "", "address": "unix://" + shimSocketPath(t)})
 		t.Setenv(EnvStateDir, state)
 		code, out, _ := manualDelete(t, elsewhere, "-namespace", testNS, "-id", id, "--format", "json", "delete")
 		if code != ExitOK {
@@ -188,7 +190,7 @@ func TestManualDeleteFromAnywhere(t *testing.T) {
 	})
 
 	t.Run("live shim: refused, then forced", func(t *testing.T) {
-		sock := filepath.Join(t.TempDir(), "s")
+		sock := shimSocketPath(t)
 		testutil.Listen(t, sock)
 		id, dir := newTask(t, map[string]string{"address": "unix://" + sock, "runtime": ""})
 		code, out, _ := manualDelete(t, elsewhere, "-namespace", testNS, "-id", id, "--state-dir", state, "--format", "json", "delete")
@@ -237,4 +239,17 @@ func TestRunGCUsage(t *testing.T) {
 	if code := RunGC(context.Background(), []string{"-h"}, &out, &errb); code != ExitOK || !strings.Contains(errb.String(), "--older-than") && !strings.Contains(errb.String(), "-older-than") {
 		t.Errorf("gc -h: exit %d, %q", code, errb.String())
 	}
+}
+
+// shimSocketPath is a path for a shim's socket named as containerd names
+// them (64 hex digits) in a directory of the test's own: only such a socket
+// is ever removed as dead.
+func shimSocketPath(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "s") // short: a socket path has at most 107 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return filepath.Join(dir, fmt.Sprintf("%x", sha256.Sum256([]byte(t.Name()))))
 }

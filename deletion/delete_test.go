@@ -252,7 +252,17 @@ func TestDeleteEveryFileCorrupt(t *testing.T) {
 		{"runtime": "", "init.pid": "", "options.json": "", "config.json": ""},
 	} {
 		id := testutil.RandID("corrupt")
-		dir := testutil.TaskDir(t, id, files)
+		// containerd's layout is the evidence that it is a task directory
+		// (bundle.CheckTaskDir): every file in it may be garbage.
+		dir := filepath.Join(t.TempDir(), "io.containerd.runtime.v2.task", testNS, id)
+		if err := os.MkdirAll(filepath.Join(dir, "rootfs"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, content := range files {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if err := os.Symlink("/nonexistent/garbage", filepath.Join(dir, "work")); err != nil {
 			t.Fatal(err)
 		}
@@ -324,9 +334,11 @@ func TestRequestTaskDir(t *testing.T) {
 		wantErr   bool
 	}{
 		{"bundle wins", other, Request{Namespace: "ns", ID: "web", Bundle: "/x/ns/web", StateDir: state}, "/x/ns/web", false},
-		{"cwd is the task directory", taskCwd, Request{Namespace: "ns", ID: "web", StateDir: state}, taskCwd, false},
+		{"containerd: cwd is the task directory", taskCwd, Request{Namespace: "ns", ID: "web", StateDir: state, ByContainerd: true}, taskCwd, false},
+		{"by hand: a cwd named like the task is not the task directory", taskCwd, Request{Namespace: "ns", ID: "web", StateDir: state}, filepath.Join(state, "ns", "web"), false},
 		{"elsewhere: state dir", other, Request{Namespace: "ns", ID: "web", StateDir: state}, filepath.Join(state, "ns", "web"), false},
-		{"elsewhere, no state dir: cwd (refused later)", other, Request{Namespace: "ns", ID: "web"}, other, false},
+		{"elsewhere, no state dir: error", other, Request{Namespace: "ns", ID: "web"}, "", true},
+		{"containerd, elsewhere, no state dir: error", other, Request{Namespace: "ns", ID: "web", ByContainerd: true}, "", true},
 		{"bad id", other, Request{Namespace: "ns", ID: "../web", StateDir: state}, "", true},
 		{"bad namespace", other, Request{Namespace: "a/b", ID: "web", StateDir: state}, "", true},
 	} {

@@ -66,7 +66,9 @@ func findRunc(t *testing.T) string {
 func runRunc(t *testing.T, runc, ns, id string, hook bool) *runcContainer {
 	t.Helper()
 	tmp := t.TempDir()
-	c := &runcContainer{id: id, bundle: filepath.Join(tmp, id), root: filepath.Join(tmp, "runc-root"), hookLog: filepath.Join(tmp, "hook.log")}
+	// containerd's layout: the evidence that it is a task directory
+	// (bundle.CheckTaskDir).
+	c := &runcContainer{id: id, bundle: filepath.Join(tmp, "io.containerd.runtime.v2.task", ns, id), root: filepath.Join(tmp, "runc-root"), hookLog: filepath.Join(tmp, "hook.log")}
 	c.stateDir = filepath.Join(c.root, ns, id)
 	if err := os.MkdirAll(filepath.Join(c.bundle, "rootfs"), 0o755); err != nil {
 		t.Fatal(err)

@@ -401,7 +401,7 @@ func TestGCRecheck(t *testing.T) {
 		why    string
 	}{
 		"o-00000": {GCDeleted, "shim dead"},
-		"o-00001": {GCLeft, "not deleted: its shim answers now: socket " + revived + " accepts connections"},
+		"o-00001": {GCLeft, "not deleted: its shim answers now: socket " + revived + " accepted the connection"},
 		"o-00002": {GCLeft, "not deleted: changed since gc looked at it (mtime"},
 		"o-00003": {GCDeleted, "shim dead"},
 		"o-00004": {GCDeleted, "shim dead"},

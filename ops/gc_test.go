@@ -157,7 +157,7 @@ func TestGC(t *testing.T) {
 	}{
 		"orphan1": {GCOrphan, GCDeleted, "refuses connections"},
 		"orphan2": {GCOrphan, GCDeleted, "no shim address"},
-		"live":    {GCLive, GCLeft, "accepts connections"},
+		"live":    {GCLive, GCLeft, "accepted the connection"},
 		"young":   {GCYoung, GCLeft, "younger than 1h0m0s"},
 		"foreign": {GCSkipped, GCLeft, "not a runc v2 shim"},
 		"unknown": {GCSkipped, GCLeft, "not recognisably a runc v2 task"},

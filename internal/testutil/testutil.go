@@ -4,6 +4,7 @@
 package testutil
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,6 +39,17 @@ func TaskDir(t *testing.T, id string, files map[string]string) string {
 	}
 	if err := os.Mkdir(filepath.Join(dir, "rootfs"), 0o755); err != nil {
 		t.Fatal(err)
+	}
+	// The evidence of a task directory outside containerd's layout
+	// (bundle.CheckTaskDir): the shim's address, as containerd 1.6/1.7's
+	// runc shim writes it, unless the test writes its own.
+	if _, ok := files["address"]; !ok {
+		if _, ok := files["bootstrap.json"]; !ok {
+			addr := fmt.Sprintf("unix:///run/containerd/s/%x", sha256.Sum256([]byte(dir)))
+			if err := os.WriteFile(filepath.Join(dir, "address"), []byte(addr), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {

@@ -48,7 +48,7 @@ func deleteOneRequested() bool { return os.Getenv(deleteOneEnv) != "" }
 // deleteOneEnv, its step times as JSON on stdout.
 func deleteOne() int {
 	ns, id, _ := strings.Cut(os.Getenv(deleteOneEnv), "/")
-	rep, err := deletion.Delete(context.Background(), deletion.Request{Namespace: ns, ID: id, LiveShim: deletion.LeaveLiveShim})
+	rep, err := deletion.Delete(context.Background(), deletion.Request{Namespace: ns, ID: id, LiveShim: deletion.LeaveLiveShim, ByContainerd: true})
 	st := timesOf(rep)
 	if err != nil {
 		st.Err = err.Error()
