@@ -4,15 +4,24 @@
 // It owns:
 //   - the order of the steps and what each hands to the next (delete.go:
 //     resolve, load, shim, kill, sandbox, release, unmount, remove; the
-//     task directory's lock; the whole delete's deadline, DefaultTimeout);
+//     whole delete's deadline, DefaultTimeout);
+//   - resolve (resolve.go): which directory is the task's (by hand the
+//     working directory never is), its lock (bounded), and that no step
+//     runs without bundle.CheckTaskDir's positive evidence that it is a
+//     runc v2 task directory;
+//   - what a delete does about the task's shim (shim.go, Request.LiveShim):
+//     a shim that answers liveness.AskShim is never signalled by
+//     containerd's delete, which then does only upstream's part; gc and a
+//     delete by hand without -force refuse it (ErrShimAlive) under the
+//     lock; a hung shim is killed only with proof;
 //   - which evidence is trusted: runc's state only when its cgroups are
 //     the bundle's, an init only with its recorded start time and inside
 //     the container's cgroups (load, kill);
 //   - when the runtime binary runs (`runc delete --force`: poststop hooks,
 //     a systemd unit, Intel RDT, an unreadable state; runtime.go) and when
 //     the delete finishes natively instead;
-//   - a hung shim's kill, only with proof (shim.go); a CRI sandbox's dead
-//     member containers (sandbox.go); the systemd scope unit (systemd.go);
+//   - a CRI sandbox's dead member containers, only when its shim was
+//     found dead or hung (sandbox.go); the systemd scope unit (systemd.go);
 //   - which mount table readings the steps use: afresh, or the one a gc
 //     sweep shares (Request.Mounts);
 //   - the Report (report.go) and the DeleteResponse containerd decodes
