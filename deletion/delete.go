@@ -208,6 +208,11 @@ type deletion struct {
 	// container's (stateMatchesBundle): the runtime's delete, which would
 	// act on it, is not run.
 	stateUntrusted bool
+	// foreignState is set by load to the bundle runc's state names when
+	// that is another directory that exists: the state is that
+	// container's record (another containerd's, reached through
+	// options.json's root), and release leaves it.
+	foreignState string
 
 	// loadMounts is the mount table load found the cgroups in (release
 	// removes runc's state directory with it); unmountMounts the one
@@ -310,6 +315,8 @@ func (d *deletion) release(ctx context.Context, s *StepReport) {
 	switch ok, err := isRuncState(d.b.StateDir); {
 	case err != nil:
 		s.fail(err)
+	case ok && d.foreignState != "":
+		s.problem(fmt.Errorf("runc state %s: it is the record of the container of the bundle %s, which exists: left in place", d.b.StateDir, d.foreignState))
 	case ok:
 		if err := bundle.RemoveAll(d.b.StateDir, d.loadMounts); err != nil {
 			s.fail(fmt.Errorf("runc state: %w", err))

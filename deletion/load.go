@@ -61,6 +61,11 @@ func (d *deletion) load(ctx context.Context, s *StepReport) {
 		// (which would act on it) is used.
 		s.problem(err)
 		d.stateUntrusted = true
+		if label, ok := b.State.Config.Label("bundle"); ok && !sameDir(label, d.path) {
+			if _, err := os.Lstat(label); err == nil {
+				d.foreignState = label
+			}
+		}
 		b.State = nil
 		sets, errs := cgroups.FindEach(mt, evidence(b))
 		set, setErrs = sets[0], errs[0]

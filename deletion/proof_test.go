@@ -146,8 +146,15 @@ func TestRuncStateMustBeThisBundles(t *testing.T) {
 				if forged == "label names this bundle" {
 					label = dir
 				}
+				if forged == "label names the other bundle" {
+					// The other container's bundle exists: the state is its
+					// record, and must outlive this delete.
+					if err := os.MkdirAll(label, 0o711); err != nil {
+						t.Fatal(err)
+					}
+				}
 				root := t.TempDir()
-				writeRuncState(t, root, id, other.Process.Pid, testutil.StartTime(t, other.Process.Pid), otherCgs, label)
+				stateDir := writeRuncState(t, root, id, other.Process.Pid, testutil.StartTime(t, other.Process.Pid), otherCgs, label)
 				if err := os.WriteFile(filepath.Join(dir, "options.json"), []byte(`{"root":"`+root+`"}`), 0o644); err != nil {
 					t.Fatal(err)
 				}
@@ -163,6 +170,9 @@ func TestRuncStateMustBeThisBundles(t *testing.T) {
 				}
 				if !strings.Contains(rep.Text(), "not this container's") {
 					t.Errorf("the report does not say the state is not this container's")
+				}
+				if _, err := os.Stat(filepath.Join(stateDir, "state.json")); forged == "label names the other bundle" && err != nil {
+					t.Errorf("the runc state of the other container (its bundle %s exists) was removed: %v", label, err)
 				}
 			})
 		}
