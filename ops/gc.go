@@ -508,9 +508,16 @@ func (r *gcRun) delete(ctx context.Context, t *GCTask) error {
 	rep, err := deletion.Delete(ctx, deletion.Request{Namespace: t.Namespace, ID: t.ID, Bundle: t.Path, Mounts: r.mounts})
 	rec := NewDeleteRecord(rep, err, "", TriggerGC)
 	t.Delete, t.report = &rec, rep
-	t.Action = GCDeleted
-	if rec.Result != ResultDeleted {
+	switch {
+	case errors.Is(err, deletion.ErrShimAlive):
+		// The shim came alive (or hung) after the recheck: the delete
+		// refused under the task directory's lock, having touched nothing.
+		t.Action = GCLeft
+		t.Why += "; not deleted: " + err.Error()
+	case rec.Result != ResultDeleted:
 		t.Action = GCFailed
+	default:
+		t.Action = GCDeleted
 	}
 	return r.opts.Metrics.RecordDelete(rec)
 }
