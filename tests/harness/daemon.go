@@ -164,7 +164,9 @@ func NewDaemon(cfg DaemonConfig) (*Daemon, error) {
 		wrapper := `#!/bin/sh
 # Give this mount namespace (private, made by unshare) a pure cgroup v2 view.
 set -e
-mount -t cgroup2 cgroup2 /sys/fs/cgroup
+# (a source of its own: on a cgroup v2 host mount(8) refuses "cgroup2
+# already mounted on /sys/fs/cgroup" for the same source and target)
+mount -t cgroup2 cgroup2-view /sys/fs/cgroup
 exec "$@"
 `
 		if err := os.WriteFile(filepath.Join(dir, "cgroup2-view.sh"), []byte(wrapper), 0o755); err != nil {
@@ -266,7 +268,10 @@ func (d *Daemon) Start(ctx context.Context) error {
 
 	fail := func(err error) error {
 		_ = cmd.Process.Kill()
+		// The waiter takes d.mu to record the exit: let it.
+		d.mu.Unlock()
 		<-done
+		d.mu.Lock()
 		d.cmd = nil
 		return fmt.Errorf("%w\n--- containerd log (tail) ---\n%s", err, d.LogTail(40))
 	}
