@@ -1,17 +1,15 @@
 package ops
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
+	"github.com/pelletier/go-toml/v2"
 	"golang.org/x/sys/unix"
 )
 
@@ -74,13 +72,13 @@ func (c *ContainerdConfig) rootOrDefault() string {
 // overriding an earlier one. Versions 1 to 4 name these keys alike (1.6
 // and 1.7 write version 2, 2.x versions 3 and 4).
 //
-// It is not a TOML parser: it reads the top-level key/value lines before
-// the first [table] header, and understands of their values basic and
-// literal strings, integers and arrays of strings (possibly over several
-// lines); a line it cannot read is an error only when its key is one of
-// the four above. A missing file is an error wrapping fs.ErrNotExist, as
-// is a missing import (containerd would not start either); an import glob
-// that matches nothing is not.
+// Each file is parsed whole with github.com/pelletier/go-toml/v2, the
+// parser containerd itself uses: a file that is not TOML, or whose
+// `version`, `root`, `state` or `imports` has the wrong type, is an error
+// naming the file (containerd would not start with it either). A missing
+// file is an error wrapping fs.ErrNotExist, as is a missing import; an
+// import glob that matches nothing is not. Every file must be a regular
+// file of at most 4 MiB (readConfigFile).
 func LoadContainerdConfig(path string) (*ContainerdConfig, error) {
 	c := &ContainerdConfig{Path: path}
 	loaded := map[string]bool{}
@@ -97,34 +95,23 @@ func LoadContainerdConfig(path string) (*ContainerdConfig, error) {
 			return nil, err
 		}
 		c.Files = append(c.Files, p)
-		if p == path && keys.version != "" {
-			v, err := strconv.Atoi(keys.version)
-			if err != nil || v < 0 {
-				return nil, fmt.Errorf("containerd config %s: version %q: not a version", p, keys.version)
+		if p == path && keys.Version != nil {
+			if *keys.Version < 0 {
+				return nil, fmt.Errorf("containerd config %s: version %d: not a version", p, *keys.Version)
 			}
-			c.Version = v
+			c.Version = int(*keys.Version)
 		}
-		if keys.root != "" {
-			c.Root = keys.root
+		if keys.Root != "" {
+			c.Root = keys.Root
 		}
-		if keys.state != "" {
-			c.State = keys.state
+		if keys.State != "" {
+			c.State = keys.State
 		}
-		for _, imp := range keys.imports {
-			imp = filepath.Clean(imp)
-			if !filepath.IsAbs(imp) {
-				imp = filepath.Join(filepath.Dir(p), imp)
-			}
-			if !strings.Contains(imp, "*") {
-				pending = append(pending, imp)
-				continue
-			}
-			matches, err := filepath.Glob(imp)
-			if err != nil {
-				return nil, fmt.Errorf("containerd config %s: import %q: %w", p, imp, err)
-			}
-			pending = append(pending, matches...)
+		imports, err := ResolveImports(p, keys.Imports)
+		if err != nil {
+			return nil, err
 		}
+		pending = append(pending, imports...)
 	}
 	for _, d := range []struct{ key, v string }{{"root", c.Root}, {"state", c.State}} {
 		if d.v != "" && !filepath.IsAbs(d.v) {
@@ -135,6 +122,30 @@ func LoadContainerdConfig(path string) (*ContainerdConfig, error) {
 	return c, nil
 }
 
+// ResolveImports returns the files an `imports` list of the file at path
+// names, as containerd resolves them: relative to path's directory, a
+// pattern with `*` globbed (sorted; no match is no file), others as they
+// are (a missing one is the caller's ENOENT).
+func ResolveImports(path string, imports []string) ([]string, error) {
+	var out []string
+	for _, imp := range imports {
+		imp = filepath.Clean(imp)
+		if !filepath.IsAbs(imp) {
+			imp = filepath.Join(filepath.Dir(path), imp)
+		}
+		if !strings.Contains(imp, "*") {
+			out = append(out, imp)
+			continue
+		}
+		matches, err := filepath.Glob(imp)
+		if err != nil {
+			return nil, fmt.Errorf("containerd config %s: import %q: %w", path, imp, err)
+		}
+		out = append(out, matches...)
+	}
+	return out, nil
+}
+
 func cleanOrEmpty(p string) string {
 	if p == "" {
 		return ""
@@ -142,78 +153,48 @@ func cleanOrEmpty(p string) string {
 	return filepath.Clean(p)
 }
 
-// topLevelKeys are the top-level values LoadContainerdConfig uses.
+// topLevelKeys are the top-level values LoadContainerdConfig uses; every
+// other key of the file is parsed and ignored.
 type topLevelKeys struct {
-	version, root, state string
-	imports              []string
+	Version *int64   `toml:"version"`
+	Root    string   `toml:"root"`
+	State   string   `toml:"state"`
+	Imports []string `toml:"imports"`
 }
 
-// maxConfigSize bounds what is read of a configuration file.
-const maxConfigSize = 4 << 20
+// MaxConfigSize bounds what is read of a configuration file.
+const MaxConfigSize = 4 << 20
 
-// readTopLevelKeys reads the keys gc needs from the lines of a TOML file
-// before its first table header.
+const maxConfigSize = MaxConfigSize
+
+// readTopLevelKeys parses the TOML file at path and returns the keys gc
+// needs.
 func readTopLevelKeys(path string) (*topLevelKeys, error) {
 	data, err := readConfigFile(path)
 	if err != nil {
 		return nil, err
 	}
 	k := &topLevelKeys{}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 64<<10), maxConfigSize)
-	n := 0
-	for sc.Scan() {
-		n++
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		if line[0] == '[' {
-			break // the first table: no top-level key after it
-		}
-		key, rest, ok := cutKey(line)
-		if !ok {
-			continue // a dotted key or something else gc does not need
-		}
-		// A value may continue on the next lines: an array, or a
-		// multi-line string.
-		for !valueComplete(rest) && sc.Scan() {
-			n++
-			rest += "\n" + sc.Text()
-		}
-		wrap := func(err error) error {
-			return fmt.Errorf("containerd config %s:%d: %s: %w", path, n, key, err)
-		}
-		switch key {
-		case "version":
-			v, err := parseInteger(rest)
-			if err != nil {
-				return nil, wrap(err)
-			}
-			k.version = v
-		case "root", "state":
-			v, err := parseString(rest)
-			if err != nil {
-				return nil, wrap(err)
-			}
-			if key == "root" {
-				k.root = v
-			} else {
-				k.state = v
-			}
-		case "imports":
-			v, err := parseStringArray(rest)
-			if err != nil {
-				return nil, wrap(err)
-			}
-			k.imports = v
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("containerd config %s: %w", path, err)
+	if err := toml.Unmarshal(data, k); err != nil {
+		return nil, fmt.Errorf("containerd config %s: %w", path, tomlError(err))
 	}
 	return k, nil
 }
+
+// tomlError adds the line and column to a go-toml decoding error.
+func tomlError(err error) error {
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		row, col := de.Position()
+		return fmt.Errorf("line %d column %d: %w", row, col, err)
+	}
+	return err
+}
+
+// ReadConfigFile reads a containerd configuration file as
+// LoadContainerdConfig does (a regular file, links followed, at most
+// MaxConfigSize bytes, never blocking on a FIFO or a device).
+func ReadConfigFile(path string) ([]byte, error) { return readConfigFile(path) }
 
 // readConfigFile reads a configuration file, which must be a regular file
 // (links are followed, as containerd follows them) of at most
@@ -244,188 +225,6 @@ func readConfigFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("containerd config %s: larger than %d bytes", path, maxConfigSize)
 	}
 	return data, nil
-}
-
-// errValue is a value gc's reader does not understand.
-var errValue = errors.New("value not understood")
-
-// cutKey splits `key = value` with a bare or quoted key (no dots).
-func cutKey(line string) (key, rest string, ok bool) {
-	switch line[0] {
-	case '"', '\'':
-		end := strings.IndexByte(line[1:], line[0])
-		if end < 0 {
-			return "", "", false
-		}
-		key, rest = line[1:1+end], line[2+end:]
-		if strings.ContainsAny(key, "\\") {
-			return "", "", false
-		}
-	default:
-		i := 0
-		for i < len(line) && isBareKeyChar(line[i]) {
-			i++
-		}
-		key, rest = line[:i], line[i:]
-	}
-	rest = strings.TrimLeft(rest, " \t")
-	if key == "" || !strings.HasPrefix(rest, "=") {
-		return "", "", false
-	}
-	return key, strings.TrimLeft(rest[1:], " \t"), true
-}
-
-func isBareKeyChar(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
-}
-
-// valueComplete reports whether v (a value and what follows it on its
-// line) is a whole value: brackets outside strings balance, and a
-// multi-line string is closed.
-func valueComplete(v string) bool {
-	if q := multiLineQuote(v); q != "" {
-		return strings.Contains(v[3:], q)
-	}
-	depth := 0
-	for i := 0; i < len(v); i++ {
-		switch c := v[i]; c {
-		case '#':
-			for i < len(v) && v[i] != '\n' {
-				i++
-			}
-		case '"', '\'':
-			j := i + 1
-			for j < len(v) && v[j] != c && v[j] != '\n' {
-				if c == '"' && v[j] == '\\' {
-					j++
-				}
-				j++
-			}
-			i = j
-		case '[':
-			depth++
-		case ']':
-			depth--
-		}
-	}
-	return depth <= 0
-}
-
-func multiLineQuote(v string) string {
-	for _, q := range []string{`"""`, `'''`} {
-		if strings.HasPrefix(v, q) {
-			return q
-		}
-	}
-	return ""
-}
-
-// afterValue checks that only a comment follows a value.
-func afterValue(rest string) error {
-	rest = strings.TrimLeft(rest, " \t")
-	if rest != "" && rest[0] != '#' {
-		return fmt.Errorf("%w: %q after the value", errValue, rest)
-	}
-	return nil
-}
-
-// parseString reads a basic ("...", with escapes) or literal ('...')
-// one-line string and checks that only a comment follows it.
-func parseString(v string) (string, error) {
-	s, rest, err := cutString(v)
-	if err != nil {
-		return "", err
-	}
-	return s, afterValue(rest)
-}
-
-// cutString reads the string at the start of v and returns the rest.
-func cutString(v string) (s, rest string, err error) {
-	if multiLineQuote(v) != "" {
-		return "", "", fmt.Errorf("%w: multi-line strings are not supported here", errValue)
-	}
-	if v == "" || (v[0] != '"' && v[0] != '\'') {
-		return "", "", fmt.Errorf("%w: %.40q is not a string", errValue, v)
-	}
-	if v[0] == '\'' {
-		end := strings.IndexByte(v[1:], '\'')
-		if end < 0 || strings.Contains(v[1:1+end], "\n") {
-			return "", "", fmt.Errorf("%w: unterminated string", errValue)
-		}
-		return v[1 : 1+end], v[2+end:], nil
-	}
-	for i := 1; i < len(v); i++ {
-		switch v[i] {
-		case '\\':
-			i++
-		case '\n':
-			return "", "", fmt.Errorf("%w: unterminated string", errValue)
-		case '"':
-			s, err := strconv.Unquote(v[:i+1])
-			if err != nil {
-				return "", "", fmt.Errorf("%w: %v", errValue, err)
-			}
-			return s, v[i+1:], nil
-		}
-	}
-	return "", "", fmt.Errorf("%w: unterminated string", errValue)
-}
-
-// parseInteger reads a decimal integer (TOML allows _ between digits).
-func parseInteger(v string) (string, error) {
-	i := 0
-	for i < len(v) && (v[i] >= '0' && v[i] <= '9' || v[i] == '_' || (i == 0 && v[i] == '+')) {
-		i++
-	}
-	n := strings.TrimPrefix(strings.ReplaceAll(v[:i], "_", ""), "+")
-	if n == "" {
-		return "", fmt.Errorf("%w: %.40q is not an integer", errValue, v)
-	}
-	return n, afterValue(v[i:])
-}
-
-// parseStringArray reads an array of strings, over one line or several,
-// with comments and a trailing comma.
-func parseStringArray(v string) ([]string, error) {
-	if v == "" || v[0] != '[' {
-		return nil, fmt.Errorf("%w: %.40q is not an array", errValue, v)
-	}
-	out := []string{}
-	rest := v[1:]
-	expectValue := true
-	for {
-		rest = skipSpaceAndComments(rest)
-		switch {
-		case rest == "":
-			return nil, fmt.Errorf("%w: unterminated array", errValue)
-		case rest[0] == ']':
-			return out, afterValue(rest[1:])
-		case rest[0] == ',' && !expectValue:
-			rest, expectValue = rest[1:], true
-		case expectValue:
-			s, r, err := cutString(rest)
-			if err != nil {
-				return nil, err
-			}
-			out, rest, expectValue = append(out, s), r, false
-		default:
-			return nil, fmt.Errorf("%w: %.40q in an array", errValue, rest)
-		}
-	}
-}
-
-func skipSpaceAndComments(s string) string {
-	for {
-		s = strings.TrimLeft(s, " \t\r\n")
-		if !strings.HasPrefix(s, "#") {
-			return s
-		}
-		if i := strings.IndexByte(s, '\n'); i >= 0 {
-			s = s[i+1:]
-		} else {
-			s = ""
-		}
-	}
 }
 
 // StateDirChoice is the task state directory gc sweeps and how it was
