@@ -36,6 +36,8 @@ const deleteGCPercent = 400
 // Main runs the binary and does not return. It routes the command line:
 //
 //   - "gc ..." (first argument): RunGC, the sweep of orphaned tasks;
+//   - "install ..." / "uninstall ..." (first argument): RunInstall, our
+//     shim put into (taken out of) containerd's configuration;
 //   - "... delete": the delete path (package deletion), as containerd runs
 //     it (-address or $TTRPC_ADDRESS: the DeleteResponse on stdout, the
 //     short report on stderr, never refused) or by hand (a live shim is
@@ -54,6 +56,12 @@ func Main() {
 	if len(args) > 0 && args[0] == "gc" {
 		ctx, stop := signal.NotifyContext(context.Background(), unix.SIGINT, unix.SIGTERM)
 		code := RunGC(ctx, args[1:], os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
+	if len(args) > 0 && (args[0] == "install" || args[0] == "uninstall") {
+		ctx, stop := signal.NotifyContext(context.Background(), unix.SIGINT, unix.SIGTERM)
+		code := RunInstall(ctx, args[1:], args[0] == "uninstall", os.Stdout, os.Stderr)
 		stop()
 		os.Exit(code)
 	}
