@@ -56,7 +56,7 @@ install: build
 
 # tests/cri and tests/daemons/* are modules of their own (their gRPC and
 # containerd daemon dependencies stay out of the shim's module graph).
-PKGS := cli delegate deletion liveness ops bundle cgroups systemdunit mounttable internal cmd
+PKGS := cli delegate deletion liveness ops bundle cgroups systemdunit mounttable internal cmd install
 vet:
 	$(GO) vet ./...
 	cd tests/cri && $(GO) vet ./...
