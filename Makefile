@@ -103,6 +103,17 @@ cri: build daemons
 install-e2e: build daemons
 	cd tests/cri && $(GOTEST) -count=1 -v -timeout 10m -run '^TestInstall$$' .
 
+# Release artefacts into bin/release (tools/release.sh, ~2 min on 2 cores):
+# static linux/amd64 and linux/arm64 binaries (CGO_ENABLED=0, -trimpath,
+# the build's version ldflags), a CycloneDX SBOM of each from the module
+# graph (cyclonedx-gomod, pinned by the tools module tools/sbom), a .deb per
+# architecture built with dpkg-deb (/usr/bin, the gc units installed
+# disabled, docs; never edits containerd's configuration) checked with
+# dpkg-deb --info/--contents, and SHA256SUMS. Not part of `make test`.
+.PHONY: release
+release:
+	VERSION=$(VERSION) GO=$(GO) tools/release.sh
+
 # Everything, on every supported containerd line; fails, never skips.
 test: deps vet unit fuzz-short e2e ops cri install-e2e systemd interrupt peer
 
