@@ -153,8 +153,13 @@ func (c *Container) start(ctx context.Context, client *containerd.Client) error 
 		c.HookRuns = runs
 		specOpts = append(specOpts, withPoststopHook(hook))
 	}
+	specOpts = append(specOpts, withCgroupDriver(cfg.Namespace, cfg.ID))
+	runtimeOpts, err := runtimeOptions()
+	if err != nil {
+		return err
+	}
 	ctr, err := client.NewContainer(ctx, cfg.ID,
-		containerd.WithRuntime(cfg.Runtime, nil),
+		containerd.WithRuntime(cfg.Runtime, runtimeOpts),
 		containerd.WithNewSpec(specOpts...))
 	if err != nil {
 		return fmt.Errorf("new container: %w", err)
