@@ -164,9 +164,8 @@ func NewDaemon(cfg DaemonConfig) (*Daemon, error) {
 		wrapper := `#!/bin/sh
 # Give this mount namespace (private, made by unshare) a pure cgroup v2 view.
 set -e
-# (a source of its own: on a cgroup v2 host mount(8) refuses "cgroup2
-# already mounted on /sys/fs/cgroup" for the same source and target)
-mount -t cgroup2 cgroup2-view /sys/fs/cgroup
+# On a cgroup v2 host it is one already (mounting it again there is EBUSY).
+[ "$(stat -f -c %T /sys/fs/cgroup)" = cgroup2fs ] || mount -t cgroup2 cgroup2 /sys/fs/cgroup
 exec "$@"
 `
 		if err := os.WriteFile(filepath.Join(dir, "cgroup2-view.sh"), []byte(wrapper), 0o755); err != nil {
