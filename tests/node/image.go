@@ -46,7 +46,24 @@ func BuildImage(ctx context.Context, log *os.File) (*Image, error) {
 		return nil, fmt.Errorf("build the node image (%s): %w", recipe(), err)
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	return LoadImage(lines[len(lines)-1])
+	img, err := LoadImage(lines[len(lines)-1])
+	if err != nil {
+		return nil, err
+	}
+	pruneImages(cache, img.Dir, log)
+	return img, nil
+}
+
+// pruneImages removes the images of other recipes from the cache (a
+// recipe's image is 1 GB): only the current one is ever booted.
+func pruneImages(cache, keep string, log *os.File) {
+	dirs, _ := filepath.Glob(filepath.Join(cache, "*", "done"))
+	for _, done := range dirs {
+		if dir := filepath.Dir(done); dir != keep {
+			fmt.Fprintf(log, "node image: removing %s (an older recipe)\n", dir)
+			_ = os.RemoveAll(dir)
+		}
+	}
 }
 
 // LoadImage reads a built image directory.

@@ -11,7 +11,8 @@
 #
 # What the node is: systemd as PID 1 on the unified cgroup v2 hierarchy
 # (the kernel command line is the harness's), Debian's kernel, containerd
-# 1.6.20 and runc; its own containerd.service disabled (every suite starts
+# 1.6.20 and runc, gcc and a static libc (tests/e2e compiles C helpers);
+# its own containerd.service disabled (every suite starts
 # its own daemons). A 9p share (tag "share") is mounted at /share; the unit
 # robust-suite.service runs /share/suite.sh, writes its output to
 # /share/out/console.log and to the serial console, its exit status to
@@ -37,7 +38,7 @@ MIRROR=$(sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/*.sources 2>/d
 [ -n "$MIRROR" ] || MIRROR=$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; exit } }' /etc/apt/sources.list 2>/dev/null)
 [ -n "$MIRROR" ] || { echo "FATAL: no Debian mirror in apt's sources" >&2; exit 1; }
 
-PACKAGES=systemd,systemd-sysv,udev,dbus,linux-image-amd64,containerd,runc,busybox-static,containernetworking-plugins,iproute2,kmod,procps,util-linux,mount,fuse3
+PACKAGES=systemd,systemd-sysv,udev,dbus,linux-image-amd64,containerd,runc,busybox-static,containernetworking-plugins,iproute2,kmod,procps,util-linux,mount,fuse3,gcc,libc6-dev
 SUITE=bookworm
 
 mkdir -p "$CACHE"

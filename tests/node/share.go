@@ -164,6 +164,8 @@ echo "=== node step %[1]s: exit $s in ${el} s"
 [ "$s" = 0 ] || status=1
 `, st.Name, shq(st.Dir), env.String(), timeout, args.String())
 	}
+	// What suites write below the repository (tests/systemd's table).
+	fmt.Fprintf(&b, "\n[ -d %[1]s/repo/tests/out ] && cp -a %[1]s/repo/tests/out /share/out/repo-tests-out\n", NodeBin)
 	b.WriteString("\necho \"=== node: suite done, status $status (uptime $(cut -d' ' -f1 /proc/uptime) s)\"\nexit $status\n")
 	return b.String()
 }
