@@ -129,6 +129,22 @@ EOF
 	done
 	grep -q ' \./etc/' "$TMP/contents" && fail "$deb ships files under /etc"
 	grep -Eq 'root/root .*usr/bin/'"$NAME"'$' "$TMP/contents" || fail "$deb: binary not owned by root"
+	# Installed and purged with dpkg into an empty root of its own (never
+	# this machine's): the files land, the binary runs, purge leaves nothing.
+	if [ "$arch" = "$(dpkg --print-architecture)" ] && command -v busybox >/dev/null; then
+		r="$TMP/root-$arch"
+		mkdir -p "$r"/var/lib/dpkg/{info,updates,triggers,alternatives} "$r/bin" "$r/var/log" "$r/dev"
+		touch "$r"/var/lib/dpkg/{status,available} "$r/dev/null"
+		cp "$(command -v busybox)" "$r/bin/busybox" && ln -s busybox "$r/bin/sh"
+		d() { dpkg --root="$r" --force-not-root --log="$r/var/log/dpkg.log" "$@"; }
+		d -i "$deb" >"$TMP/dpkg.log" 2>&1 || { cat "$TMP/dpkg.log" >&2; fail "$deb: dpkg -i"; }
+		v=$("$r/usr/bin/$NAME" -v 2>&1 || true)
+		grep -q "Version: $VERSION" <<<"$v" || fail "$deb: the installed binary does not say $VERSION: $v"
+		d --purge "$NAME" >"$TMP/dpkg.log" 2>&1 || { cat "$TMP/dpkg.log" >&2; fail "$deb: dpkg --purge"; }
+		left=$(cd "$r" && find . -mindepth 1 \( -path ./var -o -path ./bin -o -path ./dev \) -prune -o -print)
+		[ -z "$left" ] || fail "$deb: purge left $left"
+		echo "    dpkg -i and --purge in an empty root: clean"
+	fi
 done
 
 (cd "$OUT" && sha256sum -- * >SHA256SUMS && sha256sum -c --quiet SHA256SUMS)
