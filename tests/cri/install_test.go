@@ -33,7 +33,9 @@ import (
 // the main file byte-identical and nothing of ours left. Then a restart
 // that starts a broken containerd (it exits on a configuration it cannot
 // parse): install exits non-zero saying it rolled back, the files are
-// byte-identical and containerd serves again. Fails, never skips.
+// byte-identical and containerd serves again. A main file that is not
+// TOML: install refuses (non-zero), changes nothing, restarts nothing.
+// Fails, never skips.
 func TestInstall(t *testing.T) {
 	start := time.Now()
 	seen := map[string]bool{}
@@ -406,6 +408,41 @@ func installLine(t *testing.T, du daemonUnderTest) {
 			}
 		})
 	}
+
+	t.Run("broken configuration refused", func(t *testing.T) {
+		orig, err := os.ReadFile(d.ConfigPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		broken := append(append([]byte(nil), orig...), []byte("\n[plugins\nthis is not toml\n")...)
+		if err := os.WriteFile(d.ConfigPath, broken, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := os.WriteFile(d.ConfigPath, orig, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}()
+		n0 := r.count()
+		out, err := run(t, 10*time.Second, "install", "--mode", "runtime-class")
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() == 0 {
+			t.Fatalf("install on a broken main file: %v, want a non-zero exit: %s", err, out)
+		}
+		if !strings.Contains(out, "nothing changed") {
+			t.Errorf("install's refusal does not say nothing changed: %s", out)
+		}
+		if r.count() != n0 {
+			t.Errorf("install restarted containerd on a configuration it refused")
+		}
+		if b, _ := os.ReadFile(d.ConfigPath); string(b) != string(broken) {
+			t.Errorf("install changed the broken main file")
+		}
+		after := snapshotConfig(t, d, stateDir)
+		after[d.ConfigPath] = string(orig)
+		if diff := diffSnapshots(before, after); len(diff) > 0 {
+			t.Errorf("after a refused install: %v", diff)
+		}
+	})
 
 	t.Run("containerd does not come back", func(t *testing.T) {
 		n0 := r.count()
