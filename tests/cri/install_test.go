@@ -318,6 +318,50 @@ func installLine(t *testing.T, du daemonUnderTest) {
 		return string(out), err
 	}
 
+	// podRuns runs a pod through CRI under handler ("" = the default
+	// runtime) and checks that containerd started it through our binary and
+	// that the delegate our binary execs serves it; then removes it.
+	podRuns := func(t *testing.T, podName, handler string) {
+		t.Helper()
+		p := d.NewPod(PodConfig{Name: podName, Handler: handler, CgroupParent: cgroupRoot + "/pod-" + podName + "-" + du.line})
+		pctx, pcancel := context.WithTimeout(ctx, 3*time.Minute)
+		defer pcancel()
+		podErr := p.Run(pctx)
+		if podErr == nil {
+			st, err := p.States(pctx)
+			if err != nil || !st.Up() {
+				podErr = fmt.Errorf("pod not up: %s (%v)", st, err)
+			}
+		}
+		if podErr == nil {
+			started, err := os.ReadFile(filepath.Join(p.Tasks[0].Bundle, bundle.ShimBinaryPathFile))
+			if got := strings.TrimSpace(string(started)); err != nil || got != ours {
+				podErr = fmt.Errorf("containerd started shim %q (%s: %v), want ours %s", got, bundle.ShimBinaryPathFile, err, ours)
+			}
+		}
+		if podErr == nil {
+			for _, exe := range p.ShimExes {
+				if exe != delegateBin {
+					podErr = fmt.Errorf("pod served by %s, want the delegate %s our binary execs", exe, delegateBin)
+				}
+			}
+			if len(p.ShimExes) == 0 {
+				podErr = fmt.Errorf("no shim recorded for the pod")
+			}
+		}
+		if podErr == nil {
+			if info, err := p.SandboxInfo(pctx); err == nil {
+				t.Logf("pod %s: runtime handler %v, started %s, served by %v", podName, runtimeHandler(info), ours, p.ShimExes)
+			}
+		}
+		if err := p.Cleanup(pctx); err != nil {
+			t.Errorf("cleanup of pod %s: %v", podName, err)
+		}
+		if podErr != nil {
+			t.Errorf("pod through CRI under handler %q: %v", handler, podErr)
+		}
+	}
+
 	for _, mode := range []string{"runtime-class", "default"} {
 		t.Run(mode, func(t *testing.T) {
 			n0 := r.count()
@@ -345,44 +389,7 @@ func installLine(t *testing.T, du daemonUnderTest) {
 			if mode == "default" {
 				handler = "" // the default runtime, as a pod without a RuntimeClass
 			}
-			podName := "install-" + mode
-			p := d.NewPod(PodConfig{Name: podName, Handler: handler, CgroupParent: cgroupRoot + "/pod-" + podName + "-" + du.line})
-			pctx, pcancel := context.WithTimeout(ctx, 3*time.Minute)
-			defer pcancel()
-			podErr := p.Run(pctx)
-			if podErr == nil {
-				st, err := p.States(pctx)
-				if err != nil || !st.Up() {
-					podErr = fmt.Errorf("pod not up: %s (%v)", st, err)
-				}
-			}
-			if podErr == nil {
-				started, err := os.ReadFile(filepath.Join(p.Tasks[0].Bundle, bundle.ShimBinaryPathFile))
-				if got := strings.TrimSpace(string(started)); err != nil || got != ours {
-					podErr = fmt.Errorf("containerd started shim %q (%s: %v), want ours %s", got, bundle.ShimBinaryPathFile, err, ours)
-				}
-			}
-			if podErr == nil {
-				for _, exe := range p.ShimExes {
-					if exe != delegateBin {
-						podErr = fmt.Errorf("pod served by %s, want the delegate %s our binary execs", exe, delegateBin)
-					}
-				}
-				if len(p.ShimExes) == 0 {
-					podErr = fmt.Errorf("no shim recorded for the pod")
-				}
-			}
-			if podErr == nil {
-				if info, err := p.SandboxInfo(pctx); err == nil {
-					t.Logf("pod %s: runtime handler %v, started %s, served by %v", podName, runtimeHandler(info), ours, p.ShimExes)
-				}
-			}
-			if err := p.Cleanup(pctx); err != nil {
-				t.Errorf("cleanup of pod %s: %v", podName, err)
-			}
-			if podErr != nil {
-				t.Errorf("pod through CRI under mode %s: %v", mode, podErr)
-			}
+			podRuns(t, "install-"+mode, handler)
 			// -v names the delegate.
 			vcmd := exec.Command(ours, "-v")
 			vcmd.Env = append(os.Environ(), "PATH="+d.PathEnv())
@@ -405,6 +412,60 @@ func installLine(t *testing.T, du daemonUnderTest) {
 			// containerd serves its default runtime again, without us.
 			if _, err := d.Runtime().Status(ctx, &runtimeapi.StatusRequest{}); err != nil {
 				t.Fatalf("CRI status after uninstall: %v", err)
+			}
+		})
+	}
+
+	if d.ConfigVersion >= ConfigV3 {
+		// A node upgraded from 1.7 keeps its version 2 file: 1.7's own
+		// config default (private paths) under this 2.x daemon.
+		t.Run("version 2 main file", func(t *testing.T) {
+			var v17 string
+			for _, o := range daemons {
+				if o.line == "1.7" {
+					v17 = o.binary
+				}
+			}
+			def17, err := exec.Command(v17, "config", "default").Output()
+			if err != nil {
+				t.Fatalf("%s config default: %v", v17, err)
+			}
+			cfg17, err := privateDefault(string(def17), d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			orig, err := os.ReadFile(d.ConfigPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				if err := os.WriteFile(d.ConfigPath, orig, 0o644); err != nil {
+					t.Error(err)
+				}
+				if a := r.restart(); a != "ok" {
+					t.Errorf("restart on the line's own default: %s", a)
+				}
+			}()
+			if err := os.WriteFile(d.ConfigPath, []byte(cfg17), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if a := r.restart(); a != "ok" {
+				t.Fatalf("containerd %s on 1.7's version 2 default: %s", d.Version, a)
+			}
+			before2 := snapshotConfig(t, d, stateDir)
+			out, err := run(t, 90*time.Second, "install", "--mode", "runtime-class")
+			if err != nil {
+				t.Fatalf("install: %v", err)
+			}
+			if !strings.Contains(out, "configuration version 2") {
+				t.Errorf("install did not write version 2: %s", out)
+			}
+			podRuns(t, "install-v2file", HandlerRobust)
+			if _, err := run(t, 90*time.Second, "uninstall"); err != nil {
+				t.Fatalf("uninstall: %v", err)
+			}
+			if diff := diffSnapshots(before2, snapshotConfig(t, d, stateDir)); len(diff) > 0 {
+				t.Fatalf("after uninstall: %v", diff)
 			}
 		})
 	}
