@@ -1,28 +1,23 @@
-// Package shim is the containerd-shim-runc-v2-robust binary: upstream's runc
-// task service, unchanged, behind containerd's shim framework, with a
-// shim.Manager of ours that delegates Name and Start to upstream's runc
-// manager and replaces Stop, the `delete` command, with a best-effort delete
-// path (delete.go) that reads top to bottom as named steps.
+// Package cli is the containerd-shim-runc-v2-robust binary's command line:
+// it routes each invocation (Main) to what serves it and turns results into
+// output and exit statuses.
 //
-// It owns the order of the steps, the decision to exit non-zero (only when a
-// mount under the bundle could not be removed or a proven container process
-// survived), the DeleteResponse and the report.
+//   - `delete` (the last argument): the delete path of package deletion, as
+//     containerd runs it (-address: the DeleteResponse on stdout, the short
+//     report on stderr; a shim that answers is left, never refused) or by
+//     hand (the task under the state directory, never the working
+//     directory; a live or hung shim refused unless -force; text or JSON);
+//   - `gc`: the sweep of orphaned tasks (package ops), its report and exit
+//     status;
+//   - `install` / `uninstall`: our runtime in containerd's configuration
+//     (package install);
+//   - `-v`, `-h`: our version and the delegate's, our usage;
+//   - everything else (start, -info, the serving shim that start spawns):
+//     upstream's runc shim, the delegate, by execve (package delegate).
 //
-// It also owns the operators' side (cli.go, gc.go, liveness.go, record.go,
-// metrics.go): routing the command line (Main), `delete` run by hand from
-// any directory (the task found under the state directory; a live shim
-// refused unless -force), the `gc` sweep of orphaned tasks and its report of
-// residue outside task directories (reported, never deleted), the delete
-// records in text and JSON, and the Prometheus textfile metrics. containerd's
-// own `delete` (it passes -address) goes through the shim framework as
-// before: same stdout, same short report on stderr, never refused.
-//
-// It never parses bundle files itself (package bundle does; gc only checks
-// which files a task directory holds, reads its shim-binary-path, and, for
-// the residue report, the init pid in runc's state.json of a task that has
-// no task directory), never kills or
-// removes cgroups itself (package cgroups does; gc only lists cgroup
-// directories and reads their cgroup.procs to report residue), never
-// signals a process outside the delete path, and never forks upstream's
-// task service.
+// It reads a task directory and probes its shim only to refuse a delete by
+// hand of a live task before it starts (probeTask; the delete asks the
+// shim again under the task directory's lock). It never signals a process
+// or removes a file itself: deletion, ops and install do, and the task
+// service is always upstream's own, unchanged.
 package cli
