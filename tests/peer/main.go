@@ -782,7 +782,10 @@ func report(out string, l lineSpec, suites []suite, runs map[string]*flavourRun,
 				skipped = append(skipped, fmt.Sprintf("%s: upstream %s, ours %s", key, u.status, o.status))
 			}
 		}
-		if len(s.tests) > 0 && upPassed == 0 {
+		// A broken environment fails everything: judged on suites of more
+		// than two tests (2.3's cross suite may legitimately fail for both,
+		// and -run may leave one test).
+		if len(s.tests) > 2 && upPassed == 0 {
 			errs = append(errs, fmt.Sprintf("%s: upstream's shim passed none of %d tests: the environment is broken, nothing was compared", s.name, len(s.tests)))
 		}
 		for _, r := range s.required {
