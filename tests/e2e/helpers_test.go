@@ -153,7 +153,7 @@ func startContainer(t *testing.T, d *harness.Daemon, s shimUnderTest, id string,
 	}
 	if d.CgroupV2View() {
 		for _, cg := range c.Cgroups {
-			if !strings.HasPrefix(cg, "/sys/fs/cgroup/unified/") {
+			if !strings.HasPrefix(cg, harness.UnifiedRoot()+"/") {
 				t.Fatalf("cgroup v2 view: container has a cgroup outside the unified hierarchy: %v", c.Cgroups)
 			}
 		}

@@ -32,8 +32,9 @@ func oursUnderTest(t *testing.T) shimUnderTest {
 	return s
 }
 
-// unifiedRoot is where the hybrid host's cgroup2 hierarchy is mounted.
-const unifiedRoot = "/sys/fs/cgroup/unified"
+// unifiedRoot is where the host's cgroup2 hierarchy is mounted
+// (/sys/fs/cgroup/unified on a hybrid host, /sys/fs/cgroup in the node).
+var unifiedRoot = harness.UnifiedRoot()
 
 // cgroupV1Only takes the container's processes out of its cgroup2 cgroup
 // (into the unified root), as on a cgroup v1 host or one without
