@@ -41,7 +41,8 @@ func TestNeverStopsAnotherSlicesUnit(t *testing.T) {
 		t.Fatalf("scope %s did not start", unit)
 	}
 
-	dir := filepath.Join(sd.Dir, "refuse", id)
+	// containerd's layout: the evidence that it is a task directory.
+	dir := filepath.Join(sd.Dir, "refuse", "io.containerd.runtime.v2.task", namespace, id)
 	for name, content := range map[string]string{
 		"config.json":  testutil.SpecWithCgroup(t, "kubepods-besteffort-pod9.slice:cri-containerd:"+id),
 		"options.json": `{"systemd_cgroup":true}`,
