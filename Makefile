@@ -229,6 +229,10 @@ peer: build daemons
 # uninterruptible-shim tests. A test that skips in the node fails.
 # tests/out/node/ gets the consoles, side-by-side tables and results.md.
 # tests/node/deps.sh installs qemu-system-x86 and debootstrap when missing.
+# Measured under TCG on 2 cores: two boots of ~28 min each (boot to suite
+# 33-45 s), ~57 min in all plus the image when cold; not in `make test`
+# (over its ~20 min budget). NODE_LINES, NODE_DRIVERS, NODE_SUITES and
+# NODE_RUN narrow a run while developing (announced loudly).
 .PHONY: node node-deps
 node-deps:
 	tests/node/deps.sh
