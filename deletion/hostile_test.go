@@ -76,3 +76,58 @@ func TestForgedRuncStateNamesAnotherContainer(t *testing.T) {
 		})
 	}
 }
+
+// TestForgedRuncStateForTheRuntime: runc's state carries this task's own
+// bundle label and cgroups, but names another process as its init, with
+// its true start time, and a systemd unit (so the runtime's own delete
+// would be run for it). The init named is not in the container's cgroups:
+// the state is not used, and the runtime (`runc delete --force`, which
+// kills the init it names) is never run. Seen in the production node with
+// the systemd driver: the other container was killed by runc.
+func TestForgedRuncStateForTheRuntime(t *testing.T) {
+	testutil.NeedRoot(t)
+	other := testutil.StartSleeper(t)
+	id := testutil.RandID("forged")
+	mine := testutil.StartSleeper(t)
+	rel := "/" + testutil.RandID("robust-hostiletest") + "/" + id
+	myCgs := testutil.ContainerCgroup(t, rel, mine.Process.Pid)
+	paths := map[string]string{}
+	for i, d := range myCgs {
+		paths[strconv.Itoa(i)] = d
+	}
+	dir := testutil.TaskDir(t, id, nil)
+	root := t.TempDir()
+	stateDir := filepath.Join(root, testNS, id)
+	if err := os.MkdirAll(stateDir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	writeJSONFile(t, filepath.Join(stateDir, "state.json"), map[string]any{
+		"id": id, "init_process_pid": other.Process.Pid, "init_process_start": testutil.StartTime(t, other.Process.Pid),
+		"created": time.Now(), "cgroup_paths": paths,
+		"config": map[string]any{"cgroups": map[string]any{"path": rel, "systemd": true}, "labels": []string{"bundle=" + dir}},
+	})
+	marker := filepath.Join(t.TempDir(), "runtime-ran")
+	runtime := filepath.Join(t.TempDir(), "runc")
+	if err := os.WriteFile(runtime, []byte("#!/bin/sh\necho \"$@\" >> "+marker+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string]string{
+		"config.json":  testutil.SpecWithCgroup(t, rel),
+		"options.json": `{"root":"` + root + `"}`,
+		"runtime":      runtime,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep := mustDelete(t, dir, id)
+	if !testutil.Alive(other.Process.Pid) {
+		t.Fatalf("the process %d the forged state names was signalled", other.Process.Pid)
+	}
+	if ran, err := os.ReadFile(marker); err == nil {
+		t.Errorf("the runtime was run on a state that is not this container's: %s\n%s", ran, rep.Text())
+	}
+	if !testutil.Poll(2*time.Second, 20*time.Millisecond, func() bool { return !testutil.Alive(mine.Process.Pid) }) {
+		t.Errorf("this container's process %d survived:\n%s", mine.Process.Pid, rep.Text())
+	}
+}

@@ -40,7 +40,12 @@ func (d *deletion) kill(ctx context.Context, s *StepReport) {
 		// with the recorded start time outside them is not the init.
 		pid := b.State.InitProcessPid
 		if st, err := liveness.ReadStat(pid); err == nil && !st.Exited() && st.Start == b.State.InitProcessStartTime {
-			s.problem(fmt.Errorf("runc state's init %d has the recorded start time but is not in the container's cgroups: not signalled", pid))
+			// The state names a live process that is not the init: it is
+			// not this container's (forged, or another container's), and
+			// the runtime, which would act on it (`runc delete --force`
+			// kills the init it names), is not run either.
+			d.stateUntrusted = true
+			s.problem(fmt.Errorf("runc state's init %d has the recorded start time but is not in the container's cgroups: not signalled, and the state not used", pid))
 		}
 	case b.State != nil && b.State.InitProcessPid > 0:
 		pid, st := b.State.InitProcessPid, b.State.InitProcessStartTime
