@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -138,16 +137,7 @@ func fuseShim(t *testing.T, id, sock string) (*exec.Cmd, func()) {
 	if err := copyExecutable(self, bin); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := ln.(*net.UnixListener)
-	l.SetUnlinkOnClose(false)
-	f, err := l.File()
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := testutil.ListenerFile(t, sock)
 	cmd := exec.Command(bin, "-namespace", testNS, "-id", id, "-address", "/run/x.sock")
 	cmd.Args[0] = "containerd-shim-runc-v2"
 	cmd.Env = append(os.Environ(), dstateVictimEnv+"="+filepath.Join(srv.mnt, fuseVictim))
@@ -158,7 +148,6 @@ func fuseShim(t *testing.T, id, sock string) (*exec.Cmd, func()) {
 		t.Fatal(err)
 	}
 	f.Close()
-	l.Close()
 	t.Cleanup(func() {
 		srv.abort()
 		_ = cmd.Process.Kill()

@@ -3,7 +3,6 @@ package deletion
 import (
 	"context"
 	"errors"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,23 +30,13 @@ func fakeShim(t *testing.T, id, sock string, mode testutil.FakeShimMode, extra .
 // but its executable. Cleanup kills it.
 func impostor(t *testing.T, id, sock string) *exec.Cmd {
 	t.Helper()
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := ln.(*net.UnixListener)
-	l.SetUnlinkOnClose(false)
-	f, err := l.File()
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := testutil.ListenerFile(t, sock)
 	defer f.Close()
 	cmd := &exec.Cmd{Path: "/bin/sh", Args: []string{"containerd-shim-runc-v2", "-c", "sleep 1000 3>&-", "-namespace", testNS, "-id", id, "-address", "/run/x.sock"}}
 	cmd.ExtraFiles = []*os.File{f}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	l.Close()
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	deadline := time.Now().Add(5 * time.Second)
 	for {

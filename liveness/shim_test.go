@@ -2,7 +2,6 @@ package liveness
 
 import (
 	"bufio"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -189,23 +188,13 @@ func TestFindTaskShims(t *testing.T) {
 func TestTaskShimsImpostor(t *testing.T) {
 	ns, id := "shims-ns", testutil.RandID("impostor")
 	sock := filepath.Join(t.TempDir(), "sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ul := l.(*net.UnixListener)
-	ul.SetUnlinkOnClose(false)
-	f, err := ul.File()
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := testutil.ListenerFile(t, sock)
 	cmd := &exec.Cmd{Path: "/bin/sh", Args: []string{"containerd-shim-runc-v2", "-c", "sleep 1000 3>&-", "-namespace", ns, "-id", id}}
 	cmd.ExtraFiles = []*os.File{f}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
-	l.Close()
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	waitShimCmdline(t, cmd.Process.Pid)
 

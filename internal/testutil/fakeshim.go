@@ -64,26 +64,13 @@ func FakeShim(t *testing.T, ns, id, sock string, mode FakeShimMode, args ...stri
 	cmd := exec.Command(bin, append([]string{"-namespace", ns, "-id", id, "-address", "/run/x.sock"}, args...)...)
 	cmd.Args[0] = "containerd-shim-runc-v2"
 	cmd.Env = append(os.Environ(), "FAKESHIM_MODE="+string(mode))
-	var l *net.UnixListener
 	if sock != "" {
-		ln, err := net.Listen("unix", sock)
-		if err != nil {
-			t.Fatal(err)
-		}
-		l = ln.(*net.UnixListener)
-		l.SetUnlinkOnClose(false)
-		f, err := l.File()
-		if err != nil {
-			t.Fatal(err)
-		}
+		f := ListenerFile(t, sock)
 		defer f.Close()
 		cmd.ExtraFiles = []*os.File{f}
 	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
-	}
-	if l != nil {
-		l.Close()
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	// Wait until the runtime is up (its signal handler installed) and
@@ -100,4 +87,25 @@ func FakeShim(t *testing.T, ns, id, sock string, mode FakeShimMode, args ...stri
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// ListenerFile binds a unix socket listening at path and returns it as a
+// file, to hand to a child (exec.Cmd.ExtraFiles): this process keeps no
+// listener of its own (the socket file stays when it is closed), so the
+// child is the only one holding the socket once the caller closes the file
+// after starting it.
+func ListenerFile(t *testing.T, path string) *os.File {
+	t.Helper()
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := ln.(*net.UnixListener)
+	l.SetUnlinkOnClose(false)
+	defer l.Close()
+	f, err := l.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
