@@ -39,7 +39,7 @@ $(BIN)/containerd-%/containerd: tests/daemons/build.sh FORCE
 
 # Debian's containerd, runc, busybox-static, systemd and dbus, installed
 # when missing (root); then the daemons built from the module graph.
-deps: debian-deps systemd-deps node-deps daemons
+deps: debian-deps systemd-deps daemons
 .PHONY: debian-deps
 debian-deps:
 	@missing=""; \
