@@ -138,18 +138,21 @@ func TestParseNetUnix(t *testing.T) {
 	}
 }
 
-// childOf returns a child of pid, 0 if none.
+// childOf returns a child of pid, 0 if none. Every thread's children are
+// read: a Go program forks from whichever thread runs the goroutine.
 func childOf(pid int) int {
-	data, err := os.ReadFile("/proc/" + itoa(pid) + "/task/" + itoa(pid) + "/children")
-	if err != nil {
-		return 0
+	tasks, _ := os.ReadDir("/proc/" + itoa(pid) + "/task")
+	for _, task := range tasks {
+		data, err := os.ReadFile("/proc/" + itoa(pid) + "/task/" + task.Name() + "/children")
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(data)); len(f) > 0 {
+			n, _ := strconv.Atoi(f[0])
+			return n
+		}
 	}
-	f := strings.Fields(string(data))
-	if len(f) == 0 {
-		return 0
-	}
-	n, _ := strconv.Atoi(f[0])
-	return n
+	return 0
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
