@@ -8,7 +8,7 @@
 //     live shim does (any other call gets an error status);
 //   - "silent" (default): never accepts, as a stopped or deadlocked shim.
 //
-// It also starts `sleep` as its child (killed with it), which tests use as
+// It also starts `sleep` as its child (in its process group), which tests use as
 // the container's init whose parent is the shim. It runs until killed. It
 // is never built into the product.
 package main
@@ -50,8 +50,10 @@ func main() {
 		}
 		go func() { _ = s.Serve(context.Background(), l) }()
 	}
+	// In the fake shim's process group: testutil.FakeShim's cleanup kills
+	// the group. (Pdeathsig would tie it to the thread that forked it,
+	// which the Go runtime may retire.)
 	child := exec.Command("sleep", "100000")
-	child.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	_ = child.Start()
 	c := make(chan os.Signal, 1)
 	signal.Notify(c, syscall.SIGTERM)

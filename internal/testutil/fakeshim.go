@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -69,10 +70,12 @@ func FakeShim(t *testing.T, ns, id, sock string, mode FakeShimMode, args ...stri
 		defer f.Close()
 		cmd.ExtraFiles = []*os.File{f}
 	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	// Its own process group, with its child: killed together.
+	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() })
 	// Wait until the runtime is up (its signal handler installed) and
 	// /proc shows the command line.
 	deadline := time.Now().Add(5 * time.Second)
