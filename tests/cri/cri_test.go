@@ -468,7 +468,16 @@ func (s *suite) restarted(t *testing.T) {
 	if err := s.d.Start(ctx); err != nil {
 		t.Fatalf("restart containerd: %v", err)
 	}
-	restartTook := time.Since(start)
+	s.downAfterRestart(t, ctx, caseName, pods, time.Since(start), logOff, "")
+}
+
+// downAfterRestart is the end of the restart cases, per handler: the pod
+// must be reported down after containerd's restart (restartTook ago plus
+// the wait), StopPodSandbox and RemovePodSandbox must succeed and nothing
+// may be left (why says what the case expected of the delete, for the
+// message); the cell is recorded for every handler, asserted for ours.
+func (s *suite) downAfterRestart(t *testing.T, ctx context.Context, caseName string, pods map[string]*Pod, restartTook time.Duration, logOff int64, why string) {
+	t.Helper()
 	for _, h := range handlers {
 		t.Run(h, func(t *testing.T) {
 			p := pods[h]
@@ -479,7 +488,7 @@ func (s *suite) restarted(t *testing.T) {
 			}
 			stopErr, removeErr, r := teardown(p)
 			results.record(s.title, caseName, h, outcome(down, stopErr, removeErr, r))
-			t.Logf("%s: %s; %s", h, down, Summary(r))
+			t.Logf("%s: %s; restart took %s; %s", h, down, restartTook.Round(time.Millisecond), Summary(r))
 			if !asserted(h) {
 				return
 			}
@@ -493,7 +502,7 @@ func (s *suite) restarted(t *testing.T) {
 				t.Errorf("RemovePodSandbox: %v", removeErr)
 			}
 			if len(r) > 0 {
-				t.Errorf("left behind:\n%s\n--- containerd log since the restart ---\n%s", r, s.d.LogSince(logOff))
+				t.Errorf("left behind%s:\n%s\n--- containerd log since the restart ---\n%s", why, r, s.d.LogSince(logOff))
 			}
 		})
 	}

@@ -252,36 +252,7 @@ func (s *suite) hungShimRestart(t *testing.T) {
 	if err := s.d.Start(sctx); err != nil {
 		t.Fatalf("restart containerd: %v", err)
 	}
-	restartTook := time.Since(start)
-	for _, h := range handlers {
-		t.Run(h, func(t *testing.T) {
-			p := pods[h]
-			st, took, downErr := p.WaitDown(ctx, downTimeout)
-			down := fmt.Sprintf("down %.1f s after restart, %s", (restartTook + took).Seconds(), exitCodes(st))
-			if downErr != nil {
-				down = "NOT DOWN: " + downErr.Error()
-			}
-			stopErr, removeErr, r := teardown(p)
-			results.record(s.title, caseHungShimRestart, h, outcome(down, stopErr, removeErr, r))
-			t.Logf("%s: %s; restart took %s; %s", h, down, restartTook.Round(time.Millisecond), Summary(r))
-			if !asserted(h) {
-				return
-			}
-			if downErr != nil {
-				t.Errorf("after the restart: %v", downErr)
-			}
-			if stopErr != nil {
-				t.Errorf("StopPodSandbox: %v", stopErr)
-			}
-			if removeErr != nil {
-				t.Errorf("RemovePodSandbox: %v", removeErr)
-			}
-			if len(r) > 0 {
-				t.Errorf("left behind (the hung shim must be killed by the delete containerd runs at its restart):\n%s\n"+
-					"--- containerd log since the restart ---\n%s", r, s.d.LogSince(logOff))
-			}
-		})
-	}
+	s.downAfterRestart(t, ctx, caseHungShimRestart, pods, time.Since(start), logOff, " (the hung shim must be killed by the delete containerd runs at its restart)")
 }
 
 // idleShimOutlivesPod reports whether containerd of that version leaves the
