@@ -103,20 +103,49 @@ func frozenShim(t *testing.T, freezer, id, sock string) (*exec.Cmd, func()) {
 	if err := os.WriteFile(filepath.Join(cg, "cgroup.procs"), []byte(strconv.Itoa(sh.Process.Pid)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(cg, "freezer.state"), []byte("FROZEN"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
+	// A task the freezer reaches in a sleep it cannot freeze in (a fork or
+	// an exec under way in the Go runtime's threads) leaves the cgroup
+	// FREEZING; the v1 freezer's answer is to write FROZEN again, which
+	// tries every task once more (freezer-subsystem.rst). CI saw one
+	// attempt stay FREEZING for 5 s on a loaded machine.
+	deadline := time.Now().Add(15 * time.Second)
 	for {
-		state, _ := os.ReadFile(filepath.Join(cg, "freezer.state"))
-		if strings.TrimSpace(string(state)) == "FROZEN" {
-			return sh, thaw
+		if err := os.WriteFile(filepath.Join(cg, "freezer.state"), []byte("FROZEN"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 20; i++ {
+			state, _ := os.ReadFile(filepath.Join(cg, "freezer.state"))
+			if strings.TrimSpace(string(state)) == "FROZEN" {
+				return sh, thaw
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("freezer %s: %s", cg, state)
+			state, _ := os.ReadFile(filepath.Join(cg, "freezer.state"))
+			t.Fatalf("freezer %s: %s after 15 s; its tasks: %s", cg, state, taskStates(sh.Process.Pid))
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// taskStates is every thread of pid with its state and wait channel, to
+// say why a freezer could not freeze it.
+func taskStates(pid int) string {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err.Error()
+	}
+	var b strings.Builder
+	for _, e := range ents {
+		stat, _ := os.ReadFile(filepath.Join(dir, e.Name(), "stat"))
+		wchan, _ := os.ReadFile(filepath.Join(dir, e.Name(), "wchan"))
+		state := "?"
+		if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) {
+			state = string(stat[i+2])
+		}
+		fmt.Fprintf(&b, "%s:%s:%s ", e.Name(), state, wchan)
+	}
+	return b.String()
 }
 
 // fuseShim is this test binary as a silent shim whose main thread waits
