@@ -125,7 +125,7 @@ func Install(ctx context.Context, o Options) (*Result, error) {
 	res.Changed = true
 	fmt.Fprintf(o.Stdout, "wrote %v (containerd %s, configuration version %d, CRI plugin %s, mode %s)\n", res.Files, cv, p.Version, p.Plugin, o.Mode)
 	if err := o.check(ctx, p, false); err != nil {
-		e := fmt.Errorf("install: %w", err)
+		e := fmt.Errorf("checking the written configuration: %w", err)
 		uerr := undo()
 		if uerr == nil && !o.NoRestart {
 			uerr = o.restart(ctx)
