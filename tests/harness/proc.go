@@ -77,15 +77,31 @@ func RecordProc(pid int) (Proc, error) {
 // and that was then SIGKILLed stays a zombie forever although it has exited
 // and released everything but its pid.
 func (p Proc) Alive() bool {
-	st, err := readStat(p.Pid)
+	alive, _ := p.probe()
+	return alive
+}
+
+// probe is Alive that tells a process that is gone (its /proc/<pid>/stat
+// missing: ENOENT, or ESRCH while it is being reaped) from one that could
+// not be looked at: any other error reading or parsing its stat is
+// returned, with alive false.
+func (p Proc) probe() (alive bool, err error) {
+	st, err := readProcStat(p.Pid)
 	if err != nil {
-		return false
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH) {
+			return false, nil
+		}
+		return false, err
 	}
 	if st.Start != p.Start {
-		return false // the pid was reused by another process
+		return false, nil // the pid was reused by another process
 	}
-	return st.State != 'Z' && st.State != 'X'
+	return st.State != 'Z' && st.State != 'X', nil
 }
+
+// readProcStat is the probe of a process's stat that Residue uses; a
+// variable so that a test can make it fail as EACCES or EIO would.
+var readProcStat = readStat
 
 // Kill sends SIGKILL to the recorded process through a pidfd opened before
 // its start time is checked, so a reused pid is never signalled. A process

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/containerd/containerd/errdefs"
@@ -24,9 +26,13 @@ const (
 	KindSocket     = "shim socket"
 	KindTask       = "task"
 	KindBindSource = "bind source"
+	// KindProbe is a thing that could not be looked at: a probe that
+	// failed otherwise than with ENOENT (EACCES, EIO, ...). It is not known
+	// to be gone, so it fails the residue check like a leftover.
+	KindProbe = "probe failed"
 )
 
-var kindOrder = []string{KindBindSource, KindBundle, KindWorkDir, KindRuncState, KindProcess, KindCgroup, KindMount, KindSocket, KindTask}
+var kindOrder = []string{KindBindSource, KindBundle, KindWorkDir, KindRuncState, KindProcess, KindCgroup, KindMount, KindSocket, KindTask, KindProbe}
 
 // Leftover is one thing of a container still on the machine after its
 // delete.
@@ -98,6 +104,13 @@ func (r Residue) String() string {
 	return strings.Join(lines, "\n")
 }
 
+// lstat and stat are the probes Residue uses; variables so that a test can
+// make a probe fail as EACCES or EIO would.
+var (
+	lstat = os.Lstat
+	stat  = os.Stat
+)
+
 // dotted is containerd's atomicDelete name for a path being removed: the
 // same directory with "." before the base name.
 func dotted(p string) string { return filepath.Join(filepath.Dir(p), "."+filepath.Base(p)) }
@@ -108,6 +121,10 @@ func dotted(p string) string { return filepath.Join(filepath.Dir(p), "."+filepat
 // gone), cgroup directories, mounts under the bundle (in every mount
 // namespace involved), the shim's socket, files changed in any bind source,
 // and — when checkTask and the daemon is running — the task in containerd.
+// Only ENOENT (ESRCH for a process) means gone: a probe that fails
+// otherwise (EACCES, EIO, a malformed /proc/<pid>/stat) is a KindProbe
+// leftover, so that a thing that could not be looked at never reads as
+// gone.
 func (c *Container) Residue(ctx context.Context, checkTask bool) Residue {
 	var r Residue
 	add := func(kind, what string) { r = append(r, Leftover{kind, what}) }
@@ -121,36 +138,40 @@ func (c *Container) Residue(ctx context.Context, checkTask bool) Residue {
 			add(KindBindSource, d)
 		}
 	}
-	for _, p := range []string{c.Bundle, dotted(c.Bundle)} {
-		if _, err := os.Lstat(p); err == nil {
-			add(KindBundle, p)
+	// exists probes a path: only ENOENT (or ENOTDIR: a parent is no longer
+	// a directory) is gone; any other error is reported as a failed probe.
+	exists := func(kind, p string, stat func(string) (os.FileInfo, error)) {
+		switch _, err := stat(p); {
+		case err == nil:
+			add(kind, p)
+		case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR):
+		default:
+			add(KindProbe, fmt.Sprintf("%s %s: %v", kind, p, err))
 		}
+	}
+	for _, p := range []string{c.Bundle, dotted(c.Bundle)} {
+		exists(KindBundle, p, lstat)
 	}
 	for _, p := range []string{c.WorkDir, dotted(c.WorkDir)} {
-		if _, err := os.Lstat(p); err == nil {
-			add(KindWorkDir, p)
-		}
+		exists(KindWorkDir, p, lstat)
 	}
-	if _, err := os.Lstat(c.RuncState); err == nil {
-		add(KindRuncState, c.RuncState)
-	}
+	exists(KindRuncState, c.RuncState, lstat)
 	for _, p := range c.Procs {
-		if p.Alive() {
+		switch alive, err := p.probe(); {
+		case err != nil:
+			add(KindProbe, fmt.Sprintf("%s %s: %v", KindProcess, p, err))
+		case alive:
 			add(KindProcess, p.String())
 		}
 	}
 	for _, d := range c.Cgroups {
-		if _, err := os.Stat(d); err == nil {
-			add(KindCgroup, d)
-		}
+		exists(KindCgroup, d, stat)
 	}
 	for _, m := range MountsUnder(c.d.mountNSPids(), c.Bundle, dotted(c.Bundle)) {
 		add(KindMount, m)
 	}
 	if c.ShimSocket != "" {
-		if _, err := os.Lstat(c.ShimSocket); err == nil {
-			add(KindSocket, c.ShimSocket)
-		}
+		exists(KindSocket, c.ShimSocket, lstat)
 	}
 	if checkTask && c.d.Running() {
 		known, err := c.TaskKnown(ctx)
