@@ -53,7 +53,7 @@ func (e Evidence) String() string {
 	case e.Missing:
 		return "gone already"
 	case e.Layout:
-		return "containerd's task layout (<state>/" + taskDirName + "/<namespace>/<id>)"
+		return "containerd's task layout (<state>/" + TaskStateDirName + "/<namespace>/<id>)"
 	}
 	return "holds only what containerd and the runc shim write, with " + strings.Join(e.Markers, ", ")
 }
@@ -146,7 +146,7 @@ func IsTaskLayout(path, namespace, id string) bool {
 	}
 	nsDir := filepath.Dir(abs)
 	plugin := filepath.Dir(nsDir)
-	if filepath.Base(abs) != id || filepath.Base(nsDir) != namespace || filepath.Base(plugin) != taskDirName {
+	if filepath.Base(abs) != id || filepath.Base(nsDir) != namespace || filepath.Base(plugin) != TaskStateDirName {
 		return false
 	}
 	state := filepath.Dir(plugin)
@@ -219,7 +219,7 @@ func CheckTaskDir(path, namespace, id string) (Evidence, error) {
 	}
 	markers, err := contentMarkers(abs, namespace, id)
 	if err != nil {
-		return Evidence{}, fmt.Errorf("%w: %s is not <state>/%s/<namespace>/<id>, and %w", ErrNotTaskDir, abs, taskDirName, err)
+		return Evidence{}, fmt.Errorf("%w: %s is not <state>/%s/<namespace>/<id>, and %w", ErrNotTaskDir, abs, TaskStateDirName, err)
 	}
 	ev.Markers = markers
 	return ev, nil
@@ -261,7 +261,7 @@ func contentMarkers(path, namespace, id string) ([]string, error) {
 		switch name {
 		case WorkLink:
 			target, err := readlinkat(fd, name)
-			suffix := "/" + taskDirName + "/" + namespace + "/" + id
+			suffix := "/" + TaskStateDirName + "/" + namespace + "/" + id
 			if err == nil && filepath.IsAbs(target) && strings.HasSuffix(filepath.Clean(target), suffix) {
 				markers = append(markers, "the work link to "+filepath.Clean(target))
 			}
@@ -285,7 +285,7 @@ func contentMarkers(path, namespace, id string) ([]string, error) {
 		}
 	}
 	if len(markers) == 0 {
-		return nil, fmt.Errorf("it holds neither the work link to <root>/%s/<namespace>/<id> nor address nor bootstrap.json, which only containerd and its shim write (config.json and rootfs alone are any OCI bundle)", taskDirName)
+		return nil, fmt.Errorf("it holds neither the work link to <root>/%s/<namespace>/<id> nor address nor bootstrap.json, which only containerd and its shim write (config.json and rootfs alone are any OCI bundle)", TaskStateDirName)
 	}
 	return markers, nil
 }

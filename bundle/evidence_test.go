@@ -14,7 +14,7 @@ import (
 // (not created when create is false) and returns it.
 func layoutDir(t *testing.T, ns, id string, create bool) string {
 	t.Helper()
-	p := filepath.Join(t.TempDir(), "state", taskDirName, ns, id)
+	p := filepath.Join(t.TempDir(), "state", TaskStateDirName, ns, id)
 	if create {
 		mkdir(t, p)
 	}
@@ -51,7 +51,7 @@ func makeEntries(t *testing.T, dir string, es []entry) {
 
 func TestCheckTaskDir(t *testing.T) {
 	const ns, id = "default", "web"
-	work := "/var/lib/containerd/" + taskDirName + "/" + ns + "/" + id
+	work := "/var/lib/containerd/" + TaskStateDirName + "/" + ns + "/" + id
 	containerd17 := []entry{
 		{name: RootfsDir, kind: kindDir}, {name: WorkLink, kind: kindSymlink, target: work},
 		{name: ConfigFile, content: "{}"}, {name: AddressFile, content: "unix:///run/containerd/s/" + strings.Repeat("ab", 32)},
@@ -86,7 +86,7 @@ func TestCheckTaskDir(t *testing.T) {
 		{name: "log is a directory of the user's logs", entries: []entry{{name: WorkLink, kind: kindSymlink, target: work}, {name: "log", kind: kindDir}}, want: "log is not a FIFO"},
 		{name: "rootfs is a symlink", entries: []entry{{name: WorkLink, kind: kindSymlink, target: work}, {name: RootfsDir, kind: kindSymlink, target: "/"}}, want: "rootfs is not a directory"},
 		{name: "work link to elsewhere", entries: []entry{{name: WorkLink, kind: kindSymlink, target: "/srv/data"}, {name: ConfigFile, content: "{}"}}, want: "holds neither"},
-		{name: "work link of another task", entries: []entry{{name: WorkLink, kind: kindSymlink, target: "/var/lib/containerd/" + taskDirName + "/" + ns + "/other"}}, want: "holds neither"},
+		{name: "work link of another task", entries: []entry{{name: WorkLink, kind: kindSymlink, target: "/var/lib/containerd/" + TaskStateDirName + "/" + ns + "/other"}}, want: "holds neither"},
 		{name: "address that is not an address", entries: []entry{{name: AddressFile, content: "hello"}}, want: "holds neither"},
 		{name: "bootstrap.json without an address", entries: []entry{{name: BootstrapFile, content: `{"version":3}`}}, want: "holds neither"},
 		{name: "address is a directory", entries: []entry{{name: AddressFile, kind: kindDir}}, want: "address is not a regular file"},
@@ -177,7 +177,7 @@ func TestCheckTaskDirRefusesBadNames(t *testing.T) {
 // is told by its metadata store.
 func TestIsTaskLayoutNotContainerdRoot(t *testing.T) {
 	root := t.TempDir()
-	dir := filepath.Join(root, taskDirName, "default", "web")
+	dir := filepath.Join(root, TaskStateDirName, "default", "web")
 	mkdir(t, dir)
 	if !IsTaskLayout(dir, "default", "web") {
 		t.Fatal("a state root's task directory is not the layout")

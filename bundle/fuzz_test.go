@@ -77,8 +77,8 @@ func newFuzzTree(t *testing.T, ns, id string) *fuzzTree {
 	t.Cleanup(func() { os.RemoveAll(root) })
 	ft := &fuzzTree{
 		root:    root,
-		taskDir: filepath.Join(root, "state", taskDirName, ns, id),
-		workDir: filepath.Join(root, "root", taskDirName, ns, id),
+		taskDir: filepath.Join(root, "state", TaskStateDirName, ns, id),
+		workDir: filepath.Join(root, "root", TaskStateDirName, ns, id),
 		sockDir: filepath.Join(root, "s"),
 	}
 	for _, d := range []string{ft.taskDir, ft.workDir, ft.sockDir, filepath.Join(root, "outside")} {
@@ -290,7 +290,7 @@ func checkBundle(t *testing.T, ft *fuzzTree, b *Bundle, ns, id string, written [
 	}
 
 	// The work directory removed beside the task directory.
-	suffix := "/" + taskDirName + "/" + ns + "/" + id
+	suffix := "/" + TaskStateDirName + "/" + ns + "/" + id
 	if b.WorkDir != "" {
 		if !filepath.IsAbs(b.WorkDir) || filepath.Clean(b.WorkDir) != b.WorkDir || !strings.HasSuffix(b.WorkDir, suffix) {
 			t.Errorf("WorkDir %q is not an absolute clean path ending in %s", b.WorkDir, suffix)

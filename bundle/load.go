@@ -34,9 +34,12 @@ const (
 // stateFile is the name of runc's state file in its state directory.
 const stateFile = "state.json"
 
-// taskDirName is the directory of containerd's v2 runtime plugin under the
-// containerd root (and state) directory.
-const taskDirName = "io.containerd.runtime.v2.task"
+// TaskStateDirName is the directory of containerd's v2 runtime plugin
+// under containerd's state directory (<state>/io.containerd.runtime.v2.task
+// holds <namespace>/<id> task directories) and under its root directory
+// (where the work link of a task directory points). It is the one
+// spelling of the name in this module.
+const TaskStateDirName = "io.containerd.runtime.v2.task"
 
 // runcRootDefault is DefaultRuncRoot; tests point it at a temporary runc
 // root to exercise the missing-bundle path.
@@ -106,7 +109,7 @@ func Load(path, namespace, id string) (*Bundle, error) {
 	b.chooseRuntime(fileRuntime)
 	b.chooseRuncRoot()
 	b.StateDir = filepath.Join(b.RuncRoot, namespace, id)
-	st, err := loadRuncState(b.RuncRoot, namespace, id)
+	st, err := ReadRuncState(b.RuncRoot, namespace, id)
 	if err != nil {
 		b.problem(whatState, err)
 	}
@@ -188,7 +191,7 @@ func (b *Bundle) readWork() {
 		b.problem(WorkLink, err)
 		return
 	}
-	suffix := "/" + taskDirName + "/" + b.Namespace + "/" + b.ID
+	suffix := "/" + TaskStateDirName + "/" + b.Namespace + "/" + b.ID
 	clean := filepath.Clean(target)
 	if !filepath.IsAbs(target) || !strings.HasSuffix(clean, suffix) {
 		b.problem(WorkLink, fmt.Errorf("%s: target %.200q is not an absolute path ending in %s", p, target, suffix))
@@ -271,21 +274,35 @@ func (b *Bundle) readSocketDir() {
 
 // readShimBinaryPath reads ShimBinaryPathFile; it is optional.
 func (b *Bundle) readShimBinaryPath() {
-	p := b.file(ShimBinaryPathFile)
-	data, err := readRegular(p, maxSmallFile)
+	path, err := ReadShimBinaryPath(b.Path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return
 	case err != nil:
 		b.problem(ShimBinaryPathFile, err)
-		return
+	default:
+		b.ShimBinaryPath = path
+	}
+}
+
+// ReadShimBinaryPath returns the shim binary named by ShimBinaryPathFile
+// in the task directory taskDir, read as Load reads every file: opened
+// with O_NOFOLLOW (a symlink in its place is an error, never followed), a
+// regular file (a FIFO or device is an error, never blocked on) of at most
+// 64 KiB. Surrounding white space is trimmed; what is left must be an
+// absolute path without control characters, else it is an error naming
+// the file. A missing file (or task directory) returns an error wrapping
+// fs.ErrNotExist: containerd before 1.6 does not write the file.
+func ReadShimBinaryPath(taskDir string) (string, error) {
+	p := filepath.Join(taskDir, ShimBinaryPathFile)
+	data, err := readRegular(p, maxSmallFile)
+	if err != nil {
+		return "", err
 	}
 	path := strings.TrimSpace(string(data))
 	if err := checkName(path); err != nil || !filepath.IsAbs(path) {
-		b.problem(ShimBinaryPathFile, fmt.Errorf("%s: %.200q is not an absolute path", p, path))
-		return
+		return "", fmt.Errorf("%s: %.200q is not an absolute path", p, path)
 	}
-	b.ShimBinaryPath = path
+	return path, nil
 }
 
 // readSandbox reads containerd 2.x's SandboxFile; it is optional.
@@ -418,11 +435,20 @@ func readJSONObject(path string, max int64, v any) error {
 	return nil
 }
 
-// loadRuncState reads runc's state for ns/id under root: state.json
-// decoded into RuncState, which must name the container id and carry its
-// cgroup configuration.
-func loadRuncState(root, ns, id string) (*RuncState, error) {
-	p := filepath.Join(root, ns, id, stateFile)
+// ReadRuncState reads runc's state for namespace/id under the runc root
+// root: <root>/<namespace>/<id>/state.json, decoded into RuncState. It is
+// the one reader of runc's state.json in this module (Load uses it).
+//
+// The file is opened with O_NOFOLLOW (a symlink in its place is an error,
+// never followed), must be a regular file (a FIFO or device is an error,
+// never blocked on) of at most 16 MiB, and must hold one JSON object that
+// names the container id and carries its cgroup configuration; anything
+// else is an error naming the file. A missing file (or state directory)
+// returns an error wrapping fs.ErrNotExist. namespace and id are not
+// validated here: callers pass validated names (ValidateNamespace,
+// ValidateID), since they are joined into the path as given.
+func ReadRuncState(root, namespace, id string) (*RuncState, error) {
+	p := filepath.Join(root, namespace, id, stateFile)
 	var st RuncState
 	if err := readJSONObject(p, maxJSONFile, &st); err != nil {
 		return nil, err

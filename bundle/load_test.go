@@ -114,8 +114,8 @@ func newFixture(t *testing.T) *fixture {
 		defaultRoot: filepath.Join(root, "default-runc"),
 		binDir:      filepath.Join(root, "bin"),
 	}
-	f.dir = filepath.Join(root, "state", taskDirName, f.ns, f.id)
-	f.work = filepath.Join(root, "lib", taskDirName, f.ns, f.id)
+	f.dir = filepath.Join(root, "state", TaskStateDirName, f.ns, f.id)
+	f.work = filepath.Join(root, "lib", TaskStateDirName, f.ns, f.id)
 	f.runtime = filepath.Join(f.binDir, "my-runc")
 	for _, d := range []string{f.dir, f.work, f.binDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -377,18 +377,18 @@ func TestLoad(t *testing.T) {
 			f.relink(t, strings.ReplaceAll(string(garbage()), "\x00", ""))
 		}, problems: []want{{WorkLink, false}}, check: wantNoWork},
 		{name: "work relative target", mutate: func(t *testing.T, f *fixture) {
-			f.relink(t, filepath.Join("lib", taskDirName, f.ns, f.id))
+			f.relink(t, filepath.Join("lib", TaskStateDirName, f.ns, f.id))
 		}, problems: []want{{WorkLink, false}}, check: wantNoWork},
 		{name: "work target of another task", mutate: func(t *testing.T, f *fixture) {
-			f.relink(t, filepath.Join("/var/lib/containerd", taskDirName, f.ns, "other"))
+			f.relink(t, filepath.Join("/var/lib/containerd", TaskStateDirName, f.ns, "other"))
 		}, problems: []want{{WorkLink, false}}, check: wantNoWork},
 		{name: "work target escaping by dotdot", mutate: func(t *testing.T, f *fixture) {
-			f.relink(t, filepath.Join("/var/lib/containerd", taskDirName, f.ns, f.id)+"/..")
+			f.relink(t, filepath.Join("/var/lib/containerd", TaskStateDirName, f.ns, f.id)+"/..")
 		}, problems: []want{{WorkLink, false}}, check: wantNoWork},
 		{name: "work target unclean but valid", mutate: func(t *testing.T, f *fixture) {
-			f.relink(t, "/var/lib//containerd/./"+taskDirName+"/"+f.ns+"/"+f.id+"/")
+			f.relink(t, "/var/lib//containerd/./"+TaskStateDirName+"/"+f.ns+"/"+f.id+"/")
 		}, check: func(t *testing.T, f *fixture, b *Bundle) {
-			if want := filepath.Join("/var/lib/containerd", taskDirName, f.ns, f.id); b.WorkDir != want {
+			if want := filepath.Join("/var/lib/containerd", TaskStateDirName, f.ns, f.id); b.WorkDir != want {
 				t.Errorf("WorkDir = %q, want %q", b.WorkDir, want)
 			}
 		}},
@@ -643,7 +643,7 @@ func TestLoadRuncState(t *testing.T) {
 	t.Run("cgroupfs", func(t *testing.T) {
 		want := f.state()
 		writeJSON(t, f.statePath(f.runcRoot), want)
-		st, err := loadRuncState(f.runcRoot, f.ns, f.id)
+		st, err := ReadRuncState(f.runcRoot, f.ns, f.id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -660,7 +660,7 @@ func TestLoadRuncState(t *testing.T) {
 		st := f.state()
 		root := filepath.Join(t.TempDir(), "runc")
 		writeJSON(t, f.statePath(root), st)
-		got, err := loadRuncState(root, f.ns, f.id)
+		got, err := ReadRuncState(root, f.ns, f.id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -672,7 +672,7 @@ func TestLoadRuncState(t *testing.T) {
 			configs.Poststop: {configs.NewCommandHook(&configs.Command{Path: "/bin/true", Args: []string{"true"}})},
 		}
 		writeJSON(t, f.statePath(root), st)
-		if got, err = loadRuncState(root, f.ns, f.id); err != nil {
+		if got, err = ReadRuncState(root, f.ns, f.id); err != nil {
 			t.Fatal(err)
 		}
 		if !got.Config.HasPoststopHooks() {
@@ -688,7 +688,7 @@ func TestLoadRuncState(t *testing.T) {
 		}
 		root := filepath.Join(t.TempDir(), "runc")
 		writeJSON(t, f.statePath(root), st)
-		got, err := loadRuncState(root, f.ns, f.id)
+		got, err := ReadRuncState(root, f.ns, f.id)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -709,10 +709,74 @@ func TestLoadRuncState(t *testing.T) {
 		if err := os.Symlink(target, f.statePath(root)); err != nil {
 			t.Fatal(err)
 		}
-		if st, err := loadRuncState(root, f.ns, f.id); err == nil {
+		if st, err := ReadRuncState(root, f.ns, f.id); err == nil {
 			t.Errorf("state = %+v, want an error", st)
 		}
 	})
 }
 
 func mkfifo(p string) error { return unix.Mkfifo(p, 0o600) }
+
+func TestReadRuncStateMissing(t *testing.T) {
+	if st, err := ReadRuncState(t.TempDir(), "default", "web"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("ReadRuncState of an empty runc root = %+v, %v; want an error wrapping fs.ErrNotExist", st, err)
+	}
+}
+
+func TestReadShimBinaryPath(t *testing.T) {
+	const shim = "/usr/bin/containerd-shim-runc-v2"
+	for _, tc := range []struct {
+		name    string
+		make    func(t *testing.T, p string)
+		want    string
+		missing bool // error wraps fs.ErrNotExist
+		errHas  string
+	}{
+		{name: "absolute path", make: fileWith(shim), want: shim},
+		{name: "trailing newline", make: fileWith(shim + "\n"), want: shim},
+		{name: "missing", make: func(*testing.T, string) {}, missing: true},
+		{name: "relative path", make: fileWith("containerd-shim-runc-v2"), errHas: "not an absolute path"},
+		{name: "empty", make: fileWith(""), errHas: "not an absolute path"},
+		{name: "control character", make: fileWith("/usr/bin/shim\x00x"), errHas: "not an absolute path"},
+		{name: "too large", make: fileWith("/" + strings.Repeat("a", maxSmallFile)), errHas: "larger than"},
+		{name: "symlink", make: func(t *testing.T, p string) {
+			target := filepath.Join(t.TempDir(), "target")
+			fileWith(shim)(t, target)
+			if err := os.Symlink(target, p); err != nil {
+				t.Fatal(err)
+			}
+		}, errHas: "symbolic link, not followed"},
+		{name: "fifo", make: func(t *testing.T, p string) {
+			if err := mkfifo(p); err != nil {
+				t.Fatal(err)
+			}
+		}, errHas: "not a regular file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			tc.make(t, filepath.Join(dir, ShimBinaryPathFile))
+			got, err := ReadShimBinaryPath(dir)
+			switch {
+			case tc.want != "":
+				if err != nil || got != tc.want {
+					t.Errorf("ReadShimBinaryPath = %q, %v; want %q", got, err, tc.want)
+				}
+			case tc.missing:
+				if !errors.Is(err, fs.ErrNotExist) {
+					t.Errorf("ReadShimBinaryPath = %q, %v; want an error wrapping fs.ErrNotExist", got, err)
+				}
+			case err == nil || !strings.Contains(err.Error(), tc.errHas) || errors.Is(err, fs.ErrNotExist):
+				t.Errorf("ReadShimBinaryPath = %q, %v; want an error saying %q", got, err, tc.errHas)
+			}
+		})
+	}
+}
+
+func fileWith(content string) func(t *testing.T, p string) {
+	return func(t *testing.T, p string) {
+		t.Helper()
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
