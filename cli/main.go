@@ -33,7 +33,12 @@ var Version = ""
 // lives for milliseconds and allocates little.
 const deleteGCPercent = 400
 
-// Main runs the binary and does not return. It routes the command line:
+// Main runs the binary and does not return: os.Exit(Run(os.Args[1:],
+// os.Stdout, os.Stderr)).
+func Main() { os.Exit(Run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+// Run runs one command line, args without the program name, and returns
+// the exit status. It routes it (route):
 //
 //   - "gc ..." (first argument): RunGC, the sweep of orphaned tasks;
 //   - "install ..." / "uninstall ..." (first argument): RunInstall, our
@@ -42,57 +47,112 @@ const deleteGCPercent = 400
 //     it (-address or $TTRPC_ADDRESS: the DeleteResponse on stdout, the
 //     short report on stderr, never refused) or by hand (a live shim is
 //     refused unless -force; --format json puts the JSON record on stdout);
+//     a delete whose flags do not parse is ours too: ExitUsage, never the
+//     delegate;
 //   - "-v" / "-version": our version and the delegate's;
 //   - "-h": our usage;
-//   - anything else (start, -info, the serving shim that start spawns):
+//   - anything else (start, -info, no arguments, the serving shim that
+//     start spawns, what does not parse unless it ends in delete):
 //     upstream's runc shim, by execve (package delegate), with the same
-//     arguments, stdin, environment and working directory. When no
-//     delegate is found it prints one line naming where it looked and
-//     exits 1.
+//     arguments, stdin, environment and working directory; Run returns
+//     only when that fails: one line naming why (e.g. where it looked for
+//     the delegate) and ExitFailed.
 //
 // Flags given after the action ("delete --format json") are accepted.
-func Main() {
-	args := os.Args[1:]
-	if len(args) > 0 && args[0] == "gc" {
+func Run(args []string, stdout, stderr io.Writer) int {
+	r := route(args)
+	switch r.to {
+	case toGC:
 		ctx, stop := signal.NotifyContext(context.Background(), unix.SIGINT, unix.SIGTERM)
-		code := RunGC(ctx, args[1:], os.Stdout, os.Stderr)
-		stop()
-		os.Exit(code)
+		defer stop()
+		return RunGC(ctx, args[1:], stdout, stderr)
+	case toInstall, toUninstall:
+		ctx, stop := signal.NotifyContext(context.Background(), unix.SIGINT, unix.SIGTERM)
+		defer stop()
+		return RunInstall(ctx, args[1:], r.to == toUninstall, stdout, stderr)
+	case toHelp:
+		usage(stdout)
+		return ExitOK
+	case toDelete:
+		debug.SetGCPercent(deleteGCPercent)
+		if r.cl.byContainerd() {
+			return runContainerdDelete(context.Background(), r.cl, stdout, stderr)
+		}
+		return runManualDelete(context.Background(), r.cl, stdout, stderr)
+	case toGCFlagsFirst:
+		fmt.Fprintln(stderr, "gc takes its flags after the word gc: "+Name+" gc [flags]")
+		return ExitUsage
+	case toVersion:
+		return printVersion(stdout, stderr)
+	case toDeleteUsage:
+		// Never hand a delete to upstream: it is ours, also when a newer
+		// containerd passes a flag we do not know.
+		fmt.Fprintf(stderr, "%s: delete: %v\n", Name, r.err)
+		return ExitUsage
 	}
-	if len(args) > 0 && (args[0] == "install" || args[0] == "uninstall") {
-		ctx, stop := signal.NotifyContext(context.Background(), unix.SIGINT, unix.SIGTERM)
-		code := RunInstall(ctx, args[1:], args[0] == "uninstall", os.Stdout, os.Stderr)
-		stop()
-		os.Exit(code)
+	fmt.Fprintf(stderr, "%s: %v\n", Name, execDelegate(args))
+	return ExitFailed
+}
+
+// destination is where route sends a command line.
+type destination int
+
+const (
+	toDelegate     destination = iota // upstream's shim, by execve
+	toGC                              // gc (first argument)
+	toInstall                         // install (first argument)
+	toUninstall                       // uninstall (first argument)
+	toHelp                            // -h: our usage
+	toDelete                          // ... delete: ours
+	toDeleteUsage                     // ... delete whose flags do not parse: ExitUsage
+	toGCFlagsFirst                    // flags, then gc: ExitUsage
+	toVersion                         // -v: ours and the delegate's
+)
+
+// routed is route's answer: where the command line goes, its parse (cl,
+// for a delete) and the parse error (for toDeleteUsage).
+type routed struct {
+	to  destination
+	cl  *commandLine
+	err error
+}
+
+// route is Run's routing table; see Run.
+func route(args []string) routed {
+	if len(args) > 0 {
+		switch args[0] {
+		case "gc":
+			return routed{to: toGC}
+		case "install":
+			return routed{to: toInstall}
+		case "uninstall":
+			return routed{to: toUninstall}
+		}
 	}
 	cl, err := parseCommandLine(args)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
-		usage(os.Stdout)
-		os.Exit(ExitOK)
+		return routed{to: toHelp}
 	case err == nil && cl.action == "delete":
-		debug.SetGCPercent(deleteGCPercent)
-		if cl.byContainerd() {
-			os.Exit(runContainerdDelete(context.Background(), cl, os.Stdout, os.Stderr))
-		}
-		os.Exit(runManualDelete(context.Background(), cl, os.Stdout, os.Stderr))
+		return routed{to: toDelete, cl: cl}
 	case err == nil && cl.action == "gc":
-		fmt.Fprintln(os.Stderr, "gc takes its flags after the word gc: "+Name+" gc [flags]")
-		os.Exit(ExitUsage)
+		return routed{to: toGCFlagsFirst}
 	case err == nil && cl.version:
-		os.Exit(printVersion(os.Stdout, os.Stderr))
+		return routed{to: toVersion}
 	case err != nil && len(args) > 0 && args[len(args)-1] == "delete":
-		// Never hand a delete to upstream: it is ours, also when a newer
-		// containerd passes a flag we do not know.
-		fmt.Fprintf(os.Stderr, "%s: delete: %v\n", Name, err)
-		os.Exit(ExitUsage)
+		return routed{to: toDeleteUsage, err: err}
 	}
+	return routed{to: toDelegate}
+}
+
+// execDelegate replaces this process with the delegate (delegate.Find,
+// delegate.Exec) and returns only why it could not. Tests replace it.
+var execDelegate = func(args []string) error {
 	path, err := delegate.Find()
 	if err == nil {
 		err = delegate.Exec(path, args)
 	}
-	fmt.Fprintf(os.Stderr, "%s: %v\n", Name, err)
-	os.Exit(ExitFailed)
+	return err
 }
 
 // version is Version, else the main module's version from the build info.
