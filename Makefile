@@ -238,3 +238,13 @@ node-deps:
 	tests/node/deps.sh
 node: node-deps build $(call daemon_bin,2.4)
 	$(GOTEST) -count=1 -v -timeout 120m ./tests/node/
+
+# Results (issue 17): docs/results.md rendered by tools/results from the
+# rows the suites write as JSON lines into $RESULTS_DIR when it is set (a
+# relative path is from the repository root; unset: nothing written), never
+# copied by hand. E.g. `make e2e interrupt RESULTS_DIR=tests/out/results`,
+# then `make results`. The document names the runs, commands and commit.
+RESULTS_DIR ?= tests/out/results
+.PHONY: results
+results:
+	$(GO) run ./tools/results -dir $(RESULTS_DIR) -o docs/results.md -command "make results RESULTS_DIR=$(RESULTS_DIR)"

@@ -13,6 +13,9 @@
 //	                   containerd-shim-runc-v2 next to E2E_CONTAINERD)
 //	E2E_BUSYBOX        static busybox (default: busybox on PATH)
 //	E2E_OUT            directory of the side-by-side table (default tests/out)
+//	RESULTS_DIR        when set, also write every cell as JSON lines into
+//	                   RESULTS_DIR/e2e-<version>.jsonl (relative: from the
+//	                   repository root) for `make results` (tools/results)
 //	E2E_ONLY           "ours" or "upstream": run one shim only (development aid;
 //	                   announced loudly, never the default)
 //

@@ -35,6 +35,9 @@ var (
 	// that stop, kill or restart it run one after another and leave it
 	// serving.
 	shared *harness.Daemon
+
+	// resultsRun describes this run in the results file (RESULTS_DIR).
+	resultsRun harness.ResultsRun
 )
 
 func TestMain(m *testing.M) {
@@ -45,6 +48,10 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if err := writeTable(); err != nil {
 		fmt.Fprintf(os.Stderr, "side-by-side table: %v\n", err)
+		code = 1
+	}
+	if err := writeResults(code != 0); err != nil {
+		fmt.Fprintf(os.Stderr, "results: %v\n", err)
 		code = 1
 	}
 	if err := shared.Close(); err != nil {
@@ -96,6 +103,7 @@ func setUp() error {
 		return err
 	}
 	shared = d
+	resultsRun = harness.NewResultsRun("e2e", repoRoot, containerd, d.Version)
 	fmt.Printf("e2e: containerd %s (%s), namespace %s, daemon dir %s\n", d.Version, containerd, namespace, d.Dir)
 	return nil
 }

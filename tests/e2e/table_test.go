@@ -103,6 +103,29 @@ func writeTable() error {
 	return os.WriteFile(filepath.Join(out, "side-by-side.md"), []byte(doc.String()), 0o644)
 }
 
+// writeResults writes every cell of the table, in the order the cases
+// ran, into $RESULTS_DIR (harness.WriteResults; nothing when it is unset),
+// for tools/results to render docs/results.md from.
+func writeResults(failed bool) error {
+	results.mu.Lock()
+	var rows []any
+	for _, c := range results.order {
+		for _, shim := range []string{"upstream", "ours"} {
+			if v, ok := results.cells[c][shim]; ok {
+				rows = append(rows, harness.ResultsRow{Kind: "row", Case: c, Shim: shim, Outcome: v})
+			}
+		}
+	}
+	results.mu.Unlock()
+	run := resultsRun
+	run.Failed = failed
+	path, err := harness.WriteResults(repoRoot, run, rows)
+	if path != "" {
+		fmt.Printf("results: %d rows written to %s\n", len(rows), path)
+	}
+	return err
+}
+
 // versionKey orders the per-daemon files by containerd version.
 func versionKey(path string) string {
 	return strings.TrimPrefix(strings.TrimPrefix(filepath.Base(path), "side-by-side-"), "v")
