@@ -244,7 +244,7 @@ func memberCgroups(fd, pid int, dirs []dirInfo) (map[string]string, bool, error)
 	if member(paths, dirs) {
 		return paths, true, nil
 	}
-	if st, err := readStat(pid); err != nil || !st.dying() {
+	if st, err := readStat(pid); err != nil || !st.Dying() {
 		return paths, false, nil
 	}
 	for _, tp := range readThreadCgroups(pid) {
@@ -348,7 +348,7 @@ func KillVerified(ctx context.Context, pid int, startTime uint64) (killed bool, 
 		}
 		return false, fmt.Errorf("kill verified: %w", err)
 	}
-	if st.startTime != startTime || pidfdExited(fd) {
+	if st.Start != startTime || pidfdExited(fd) {
 		return false, nil
 	}
 	return killAndWait(ctx, fd, pid)

@@ -25,7 +25,8 @@
 // A zombie counts as exited everywhere, and so, after a short grace, does
 // a process every thread of which is past the point of no return in
 // do_exit (PF_EXITING): a pid namespace's init stays there until its
-// namespace's last zombie is reaped.
+// namespace's last zombie is reaped. /proc/<pid>/stat is read through
+// package internal/procstat, the module's one parser of it.
 //
 // Kernel floor: Linux 5.3 (pidfd_open, pidfd_send_signal, poll on a pidfd).
 // pidfds are opened without PIDFD_NONBLOCK, which Linux 5.10 added and

@@ -84,37 +84,6 @@ func TestParseCgroupsPath(t *testing.T) {
 	}
 }
 
-func TestParseStat(t *testing.T) {
-	tail := " 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 20 21 22 23"
-	for _, tc := range []struct {
-		in    string
-		state byte
-		start uint64
-		bad   bool
-	}{
-		{"42 (sleep) S" + tail, 'S', 777, false},
-		{"42 (a) b (c) Z" + tail, 'Z', 777, false},
-		{"42 (x) R 1 2 (y)) S" + tail, 'S', 777, false},
-		{"42 ()) X" + tail, 'X', 777, false},
-		{"42 (sp ace) D" + tail, 'D', 777, false},
-		{"42 (sleep S" + tail, 0, 0, true},
-		{"42 (sleep) S 1 2", 0, 0, true},
-		{"42 (sleep) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 x", 0, 0, true},
-		{"", 0, 0, true},
-	} {
-		st, err := parseStat([]byte(tc.in))
-		if tc.bad {
-			if err == nil {
-				t.Errorf("parseStat(%q) = %+v; want an error", tc.in, st)
-			}
-			continue
-		}
-		if err != nil || st.state != tc.state || st.startTime != tc.start {
-			t.Errorf("parseStat(%q) = %+v, %v; want state %c start %d", tc.in, st, err, tc.state, tc.start)
-		}
-	}
-}
-
 // ownCgroupDirs returns the directories of the calling process's cgroups,
 // one per mounted hierarchy, and its cgroup paths.
 func ownCgroupDirs(t *testing.T) []string {

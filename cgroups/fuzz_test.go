@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/moby/sys/mountinfo"
+
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/internal/procstat"
 )
 
 // Fuzz targets for what the delete path hands package cgroups from a task
@@ -311,7 +313,8 @@ func FuzzFindMounts(f *testing.F) {
 	})
 }
 
-// FuzzParseStat checks the parse of /proc/<pid>/stat, whose comm field a
+// FuzzParseStat checks the parse of /proc/<pid>/stat (package procstat,
+// which this package reads it through), whose comm field a
 // container's process sets to anything (up to 15 bytes, any but NUL,
 // parentheses, spaces and newlines included): the start time read from a
 // line is the one the kernel wrote, whatever the comm, so a process cannot
@@ -320,7 +323,7 @@ func FuzzFindMounts(f *testing.F) {
 func FuzzParseStat(f *testing.F) {
 	const states = "RSDZTtXxIKWPN"
 	f.Fuzz(func(t *testing.T, raw, comm []byte, state byte, flags, start uint64) {
-		_, _ = parseStat(raw)
+		_, _ = procstat.Parse(raw)
 		if len(comm) > 15 || bytes.IndexByte(comm, 0) >= 0 {
 			return
 		}
@@ -329,12 +332,12 @@ func FuzzParseStat(f *testing.F) {
 		// tpgid flags minflt ... starttime (field 22) ...
 		line := fmt.Sprintf("4242 (%s) %c 1 4242 4242 0 -1 %d 100 0 0 0 1 2 0 0 20 0 1 0 %d 1234567 89 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n",
 			comm, st, flags, start)
-		got, err := parseStat([]byte(line))
+		got, err := procstat.Parse([]byte(line))
 		if err != nil {
-			t.Fatalf("parseStat(%q): %v", line, err)
+			t.Fatalf("procstat.Parse(%q): %v", line, err)
 		}
-		if got.state != st || got.startTime != start || got.flags != flags {
-			t.Fatalf("parseStat(%q) = %+v; want state %c, flags %d, start %d", line, got, st, flags, start)
+		if got.State != st || got.Start != start || got.Flags != flags || got.PPid != 1 || got.Threads != 1 {
+			t.Fatalf("procstat.Parse(%q) = %+v; want state %c, ppid 1, flags %d, threads 1, start %d", line, got, st, flags, start)
 		}
 	})
 }

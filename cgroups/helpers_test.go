@@ -201,7 +201,7 @@ func identify(t *testing.T, pid int) testProc {
 	if err != nil {
 		t.Fatalf("identify pid %d: %v", pid, err)
 	}
-	return testProc{pid: pid, start: st.startTime}
+	return testProc{pid: pid, start: st.Start}
 }
 
 // startSleep starts `sleep 1000` (or the given binary); cleanup kills and
@@ -277,7 +277,7 @@ func isGone(p testProc) bool {
 	if err != nil {
 		return errors.Is(err, errGone)
 	}
-	return st.startTime != p.start || (st.exited() && procDying(p.pid))
+	return st.Start != p.start || (st.Zombie() && procDying(p.pid))
 }
 
 func assertGone(t *testing.T, ps ...testProc) {

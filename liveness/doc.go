@@ -16,6 +16,10 @@
 // the task, listening on the task's socket or the parent of the
 // container's verified init), for the delete path to kill a hung shim.
 //
+// A process's state, parent and start time are read through package
+// internal/procstat (ReadStat and Stat are that package's, kept here for
+// the callers of this one); liveness parses no /proc/<pid>/stat itself.
+//
 // It never signals a process, never removes anything and never reads a task
 // directory itself (it is handed a loaded bundle.Bundle).
 package liveness
