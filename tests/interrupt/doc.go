@@ -26,7 +26,11 @@
 //	E2E_UPSTREAM_SHIM  upstream's shim of the same line, our delegate (default:
 //	                   containerd-shim-runc-v2 next to E2E_CONTAINERD)
 //	E2E_BUSYBOX        static busybox (default: busybox on PATH)
-//	INTERRUPT_RANDOM   number of random-instant SIGKILLs (default 40)
+//	INTERRUPT_RANDOM   number of random-instant SIGKILLs (default and least 40:
+//	                   a smaller or non-numeric value fails the test)
+//	RESULTS_DIR        when set, also write the figures as JSON lines into
+//	                   RESULTS_DIR/interrupt-<version>.jsonl (relative: from
+//	                   the repository root) for `make results` (tools/results)
 //
 // Our shim is built by TestMain with `go build -tags failpoint` into a temp
 // directory (E2E_SHIM is not used: the product binary has no failpoints).

@@ -138,13 +138,22 @@ const minWindow = 30 * time.Millisecond
 // starts, then a second delete. The instant is drawn uniformly from a
 // window of 0–30 ms, stretched to 1.25 × the median duration of the
 // whole deletes so far (a first one that finished, or a second one that had
-// it all to do) when the machine is slower than that: the kills must land inside the steps, not all before the first
-// one. How far each interrupted delete got is counted (progress).
+// it all to do) when the machine is slower than that: the kills must land
+// inside the steps, not all before the first one. How far each interrupted
+// delete got is counted (progress).
+//
+// Asserted, beyond each task's clean second delete: at least a quarter of
+// the kills (minInside) landed inside a delete — the window is at most
+// 1.25 × the median delete, so about 4 in 5 kills land before a median
+// delete ends (measured: 24 of 40 on a loaded 2-core machine, about 33 on
+// an idle one, 23–27 in the node) and a run whose kills all land after the
+// deletes finished fails — and the interrupted deletes had reached at least
+// minStages distinct stages (progress), so that the kills are not all
+// before the delete did anything.
 func TestRandomInstants(t *testing.T) {
-	n := randomKills()
-	if n == 0 {
-		t.Log("INTERRUPT_RANDOM=0: no random-instant kills")
-		return
+	n, err := randomKills()
+	if err != nil {
+		t.Fatal(err)
 	}
 	var names []string
 	for i := range n {
@@ -154,6 +163,7 @@ func TestRandomInstants(t *testing.T) {
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	var full []time.Duration // uninterrupted deletes
 	window := minWindow
+	inside, stages := 0, map[string]int{} // this test's kills that landed inside a delete, by stage
 	for _, v := range vs {
 		if len(full) > 0 {
 			sorted := slices.Clone(full)
@@ -166,6 +176,8 @@ func TestRandomInstants(t *testing.T) {
 			reached := progress(v)
 			switch {
 			case first.killed:
+				inside++
+				stages[reached]++
 				figures.add(func(f *tally) {
 					f.randomKilled++
 					f.reached[reached]++
@@ -190,6 +202,35 @@ func TestRandomInstants(t *testing.T) {
 		})
 	}
 	checkForgotten(t, vs)
+	checkSpread(t, n, inside, stages)
+}
+
+// minStages is the least number of distinct stages (progress) the random
+// kills must have caught deletes in: "nothing done" alone would mean every
+// kill landed before the delete changed anything.
+const minStages = 2
+
+// minInside is the least number of n random kills that must land inside a
+// delete (see TestRandomInstants).
+func minInside(n int) int { return (n + 3) / 4 }
+
+// checkSpread asserts the floor of kills inside a delete and the number
+// of distinct stages they caught deletes in.
+func checkSpread(t *testing.T, n, inside int, stages map[string]int) {
+	t.Helper()
+	var seen []string
+	for k, c := range stages {
+		seen = append(seen, fmt.Sprintf("%s %d", k, c))
+	}
+	slices.Sort(seen)
+	t.Logf("%d of %d random kills landed inside a delete (floor %d), in %d stages (floor %d): %s",
+		inside, n, minInside(n), len(stages), minStages, strings.Join(seen, ", "))
+	if inside < minInside(n) {
+		t.Errorf("only %d of %d random kills landed inside a delete, want at least %d: the kills did not test interrupted deletes", inside, n, minInside(n))
+	}
+	if len(stages) < minStages {
+		t.Errorf("the random kills caught deletes in %d distinct stages (%s), want at least %d", len(stages), strings.Join(seen, ", "), minStages)
+	}
 }
 
 // progress tells how far an interrupted delete got, from what is left of

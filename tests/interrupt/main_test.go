@@ -28,6 +28,9 @@ var (
 	shared *harness.Daemon
 
 	figures = &tally{reached: map[string]int{}}
+
+	// resultsRun describes this run in the results file (RESULTS_DIR).
+	resultsRun harness.ResultsRun
 )
 
 // failpointsEnv is internal/failpoint's environment variable.
@@ -49,6 +52,14 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	stopReaper()
 	fmt.Printf("interrupt figures (containerd %s): %s\n", shared.Version, figures)
+	run := resultsRun
+	run.Failed = code != 0
+	if path, err := harness.WriteResults(repoRoot, run, figures.records()); err != nil {
+		fmt.Fprintf(os.Stderr, "results: %v\n", err)
+		code = 1
+	} else if path != "" {
+		fmt.Printf("results: figures written to %s\n", path)
+	}
 	if err := shared.Close(); err != nil {
 		fmt.Fprintf(os.Stderr, "closing the shared daemon: %v\n", err)
 	}
@@ -97,16 +108,30 @@ func setUp(dir string) error {
 		return err
 	}
 	shared = d
+	resultsRun = harness.NewResultsRun("interrupt", repoRoot, containerd, d.Version)
 	fmt.Printf("interrupt: containerd %s (%s), namespace %s, daemon dir %s, shim %s\n", d.Version, containerd, namespace, d.Dir, ours)
 	return nil
 }
 
-// randomKills is how many deletes get a real SIGKILL at a random instant.
-func randomKills() int {
-	if n, err := strconv.Atoi(os.Getenv("INTERRUPT_RANDOM")); err == nil && n >= 0 {
-		return n
+// defaultRandomKills is how many deletes get a real SIGKILL at a random
+// instant, and the least INTERRUPT_RANDOM may ask for: with fewer, the
+// floors TestRandomInstants asserts (minInside, minStages) would fail by
+// chance, and none at all would test nothing.
+const defaultRandomKills = 40
+
+// randomKills is how many deletes get a real SIGKILL at a random instant:
+// $INTERRUPT_RANDOM, else defaultRandomKills. A value that is not a number
+// of at least defaultRandomKills is an error, never a silent pass.
+func randomKills() (int, error) {
+	v := os.Getenv("INTERRUPT_RANDOM")
+	if v == "" {
+		return defaultRandomKills, nil
 	}
-	return 40
+	n, err := strconv.Atoi(v)
+	if err != nil || n < defaultRandomKills {
+		return 0, fmt.Errorf("INTERRUPT_RANDOM=%q: want a number of random-instant kills of at least %d (fewer cannot show that the kills land inside deletes); unset it for %d", v, defaultRandomKills, defaultRandomKills)
+	}
+	return n, nil
 }
 
 // tally is the figures of one run: what was tried and what was lost.
@@ -133,15 +158,43 @@ func (t *tally) add(f func(t *tally)) {
 	f(t)
 }
 
+// stageOrder is the stages of progress, in the order a delete reaches them.
+var stageOrder = []string{"nothing done", "shim killed", "container killed", "released", "unmounted", "task directory removed"}
+
 func (t *tally) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var reached []string
-	for _, k := range []string{"nothing done", "shim killed", "container killed", "released", "unmounted", "task directory removed"} {
+	for _, k := range stageOrder {
 		if n := t.reached[k]; n > 0 {
 			reached = append(reached, fmt.Sprintf("%s %d", k, n))
 		}
 	}
 	return fmt.Sprintf("%d step-boundary kills, %d random-instant kills (reached: %s; +%d deletes finished before the kill), %d races of two deletes and gc, %d hung shims; left behind %d, host data lost %d, wrongly signalled %d",
 		t.boundaries, t.randomKilled, strings.Join(reached, ", "), t.randomFinished, t.races, t.hung, t.leftovers, t.lostData, t.wronglySignalled)
+}
+
+// records is the figures as results records (harness.WriteResults).
+func (t *tally) records() []any {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var reached []string
+	for _, k := range stageOrder {
+		if n := t.reached[k]; n > 0 {
+			reached = append(reached, fmt.Sprintf("%s %d", k, n))
+		}
+	}
+	fig := func(name string, v any) any {
+		return harness.ResultsFigure{Kind: "figure", Name: name, Value: fmt.Sprint(v)}
+	}
+	return []any{
+		fig("deletes SIGKILLed at a step boundary", t.boundaries),
+		fig("random-instant SIGKILLs that landed inside a delete", fmt.Sprintf("%d of %d", t.randomKilled, t.randomKilled+t.randomFinished)),
+		fig("how far the interrupted deletes got", strings.Join(reached, ", ")),
+		fig("two deletes and a gc racing", t.races),
+		fig("hung (stopped) shims killed", t.hung),
+		fig("left behind (must be 0)", t.leftovers),
+		fig("host data lost (must be 0)", t.lostData),
+		fig("wrongly signalled (must be 0)", t.wronglySignalled),
+	}
 }
