@@ -45,16 +45,13 @@ func (d *deletion) load(ctx context.Context, s *StepReport) {
 		d.rep.Pid = b.InitPid
 	}
 	ev := evidence(b)
-	checkPath, checkSystemd := stateCheck(b)
 	// A table that cannot be read is nil: FindEach then tries once more,
 	// and reports.
 	mt, _ := d.req.Mounts.Get()
 	d.loadMounts = mt
-	sets, errs := cgroups.FindEach(mt, ev,
-		cgroups.Evidence{CgroupsPath: checkPath, Systemd: checkSystemd},
-		cgroups.Evidence{StatePaths: ev.StatePaths})
+	sets, errs := cgroups.FindEach(mt, ev.cgroups, ev.check, ev.state)
 	set, setErrs := sets[0], errs[0]
-	if err := d.stateIsBundles(b, checkPath, sets[1], sets[2]); err != nil {
+	if err := d.stateIsBundles(b, ev, sets[1], sets[2]); err != nil {
 		// A runc state that is not this task directory's, or whose
 		// cgroups are not the bundle's, names another container (or is
 		// forged): it proves nothing, and neither it nor the runtime
@@ -67,7 +64,7 @@ func (d *deletion) load(ctx context.Context, s *StepReport) {
 			}
 		}
 		b.State = nil
-		sets, errs := cgroups.FindEach(mt, evidence(b))
+		sets, errs := cgroups.FindEach(mt, evidence(b).cgroups)
 		set, setErrs = sets[0], errs[0]
 	}
 	d.cgroups = set
@@ -79,40 +76,18 @@ func (d *deletion) load(ctx context.Context, s *StepReport) {
 	}
 }
 
-// stateCheck returns the cgroupsPath against which runc's state is
-// checked (stateMatchesBundle): config.json's, when absolute or in
-// systemd's form, and runc's state exists with cgroup paths; "" (nothing
-// to check) otherwise. A relative cgroupsPath is resolved against the
-// cgroup of whoever resolves it, so it is not compared this way
-// (stateIsBundles compares it as a suffix).
-func stateCheck(b *bundle.Bundle) (path string, systemd bool) {
-	if b.State == nil || len(b.State.CgroupPaths) == 0 || b.Spec == nil || b.Spec.Linux == nil {
-		return "", false
-	}
-	p := b.Spec.Linux.CgroupsPath
-	systemd = stateSystemd(b)
-	if p == "" || (!systemd && !strings.HasPrefix(p, "/") && strings.Count(p, ":") != 2) {
-		return "", false
-	}
-	return p, systemd
-}
-
-func stateSystemd(b *bundle.Bundle) bool {
-	return (b.Options != nil && b.Options.SystemdCgroup) || (b.State != nil && b.State.Config.Cgroups != nil && b.State.Config.Cgroups.Systemd)
-}
-
 // stateIsBundles checks that runc's state is this task's before anything
 // is done on its say-so: runc's "bundle=" label (the bundle runc created
 // the container from) must name the task directory, and its cgroups must
 // be the bundle's. Those are the directories config.json's cgroupsPath
-// maps to (path, stateMatchesBundle) when it is absolute or in systemd
-// form; a relative cgroupsPath must end every cgroup path of the state
+// maps to (ev.check, stateMatchesBundle) when it is absolute or in systemd
+// form; a relative cgroupsPath (ev.relative) must end every cgroup path of the state
 // (runc joined it to the cgroup it ran in); with no usable cgroupsPath
 // (config.json missing or corrupt) every cgroup path must end in the id,
 // as containerd ("/<ns>/<id>"), CRI ("/kubepods/.../<id>", systemd
 // "...:cri-containerd:<id>" → "cri-containerd-<id>.scope") and docker
 // name them. nil when there is no state.
-func (d *deletion) stateIsBundles(b *bundle.Bundle, path string, fromSpec, fromState *cgroups.Set) error {
+func (d *deletion) stateIsBundles(b *bundle.Bundle, ev containerEvidence, fromSpec, fromState *cgroups.Set) error {
 	if b.State == nil {
 		return nil
 	}
@@ -123,15 +98,10 @@ func (d *deletion) stateIsBundles(b *bundle.Bundle, path string, fromSpec, fromS
 	case !sameDir(label, d.path):
 		return fmt.Errorf("runc state: its bundle %s is not this task directory %s: the state is not this container's, not used", label, d.path)
 	}
-	if path != "" && len(fromSpec.Dirs) > 0 {
+	if path := ev.check.CgroupsPath; path != "" && len(fromSpec.Dirs) > 0 {
 		return stateMatchesBundle(path, fromSpec, fromState)
 	}
-	rel := ""
-	if b.Spec != nil && b.Spec.Linux != nil {
-		if p := b.Spec.Linux.CgroupsPath; p != "" && !stateSystemd(b) && !strings.HasPrefix(p, "/") && strings.Count(p, ":") != 2 {
-			rel = strings.Trim(pathpkg.Clean("/"+p), "/")
-		}
-	}
+	rel := ev.relative
 	for i, cg := range fromState.CgroupPaths() {
 		switch {
 		case cg == "":
@@ -187,22 +157,4 @@ func stateMatchesBundle(path string, fromSpec, fromState *cgroups.Set) error {
 		return fmt.Errorf("runc state: its cgroup %s is not one of the bundle's (cgroupsPath %q): the state is not this container's, not used", d, path)
 	}
 	return nil
-}
-
-// evidence is what the bundle tells about the container's cgroups.
-func evidence(b *bundle.Bundle) cgroups.Evidence {
-	var ev cgroups.Evidence
-	if b.State != nil {
-		ev.StatePaths = b.State.CgroupPaths
-		if ev.CgroupsPath == "" && b.State.Config.Cgroups != nil {
-			ev.Systemd = b.State.Config.Cgroups.Systemd
-		}
-	}
-	if b.Spec != nil && b.Spec.Linux != nil {
-		ev.CgroupsPath = b.Spec.Linux.CgroupsPath
-	}
-	if b.Options != nil && b.Options.SystemdCgroup {
-		ev.Systemd = true
-	}
-	return ev
 }

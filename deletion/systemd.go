@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/shimrobust/containerd-shim-runc-v2-robust/bundle"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/systemdunit"
 )
 
@@ -24,7 +23,7 @@ import (
 // notes that the unit could not be checked; the cgroupfs removal already
 // done is then all there is.
 func (d *deletion) releaseSystemdUnit(ctx context.Context, s *StepReport) {
-	ev := unitEvidence(d.b)
+	ev := evidence(d.b).unit
 	if !ev.IsSystemd() {
 		return
 	}
@@ -59,25 +58,4 @@ func (d *deletion) releaseSystemdUnit(ctx context.Context, s *StepReport) {
 			s.fail(err)
 		}
 	}
-}
-
-// unitEvidence is what the bundle tells about the container's systemd
-// unit: runc's state (its cgroup config names the unit exactly), else the
-// spec's cgroupsPath, with options.json's SystemdCgroup.
-func unitEvidence(b *bundle.Bundle) systemdunit.Evidence {
-	ev := systemdunit.Evidence{ID: b.ID}
-	if b.Spec != nil && b.Spec.Linux != nil {
-		ev.CgroupsPath = b.Spec.Linux.CgroupsPath
-	}
-	if b.Options != nil && b.Options.SystemdCgroup {
-		ev.Systemd = true
-	}
-	if b.State != nil && b.State.Config.Cgroups != nil && b.State.Config.Cgroups.Systemd {
-		c := b.State.Config.Cgroups
-		ev.Systemd = true
-		if c.Name != "" {
-			ev.State = &systemdunit.StateCgroups{Parent: c.Parent, ScopePrefix: c.ScopePrefix, Name: c.Name}
-		}
-	}
-	return ev
 }
