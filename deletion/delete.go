@@ -75,6 +75,12 @@ type Request struct {
 	// hung, or is dead but its process still exists (step "shim").
 	// The zero value, RefuseLiveShim, is the safest.
 	LiveShim LiveShimPolicy
+	// Prober, when set, is the liveness.Prober shared by the deletes of
+	// one sweep (gc): its one scan of /proc serves each delete's live-shim
+	// check (RefuseLiveShim) and a sandbox's members. nil: the delete
+	// makes one when it first needs one (never for containerd's delete of
+	// a task that is not a sandbox).
+	Prober *liveness.Prober
 	// Mounts, when set, is the mount table shared by the deletes of one
 	// sweep (gc): the delete takes its readings from it (at load, for the
 	// cgroups; at unmount, for the mounts under the task directory)
@@ -219,6 +225,17 @@ type deletion struct {
 	// unmount took the mounts from (remove uses it). nil: none could be
 	// read, and each use reads afresh.
 	loadMounts, unmountMounts *mounttable.Table
+}
+
+// prober is the delete's one liveness.Prober: Request.Prober, else one
+// made the first time it is needed. It is not safe for concurrent first
+// use: the steps that need it run one after the other (shim, then the
+// sandbox's members), and what they start gets it already made.
+func (d *deletion) prober() *liveness.Prober {
+	if d.req.Prober == nil {
+		d.req.Prober = liveness.NewProber()
+	}
+	return d.req.Prober
 }
 
 // unsafe returns ErrUnsafe, with why, when the task directory had to be

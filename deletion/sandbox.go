@@ -66,7 +66,7 @@ func (d *deletion) startSandboxTasks(ctx context.Context) (wait func()) {
 			defer wg.Done()
 			rep, err := Delete(ctx, Request{
 				Namespace: d.req.Namespace, ID: m.ID, Bundle: m.Path,
-				LiveShim: d.req.LiveShim, sandboxMember: true, Mounts: d.req.Mounts,
+				LiveShim: d.req.LiveShim, sandboxMember: true, Mounts: d.req.Mounts, Prober: d.req.Prober,
 			})
 			results[i] = result{m.ID, rep, err}
 		}()
@@ -104,7 +104,6 @@ func (d *deletion) sandboxMembers() (members []*bundle.Bundle, passed []string) 
 	if err != nil {
 		return nil, nil
 	}
-	var prober *liveness.Prober
 	for _, e := range entries {
 		name := e.Name()
 		if name == d.req.ID || !e.IsDir() || bundle.ValidateID(name) != nil {
@@ -123,16 +122,13 @@ func (d *deletion) sandboxMembers() (members []*bundle.Bundle, passed []string) 
 			passed = append(passed, fmt.Sprintf("container task %s of this sandbox left: its shim address %q is not the sandbox's", name, b.Address))
 			continue
 		}
-		if prober == nil {
-			prober = liveness.NewProber()
-		}
-		if st := prober.Probe(b); st.Alive {
+		if st := d.prober().Probe(b); st.Alive {
 			passed = append(passed, fmt.Sprintf("container task %s of this sandbox left: its shim is alive (%s)", name, st.Why))
 			continue
 		}
 		members = append(members, b)
 	}
-	members = append(members, d.strandedMembers(nsDir, prober)...)
+	members = append(members, d.strandedMembers(nsDir)...)
 	sort.Slice(members, func(i, j int) bool { return members[i].ID < members[j].ID })
 	return members, passed
 }
@@ -160,7 +156,7 @@ const sandboxIDLabel = "io.kubernetes.cri.sandbox-id"
 // state dir>/<id>` (a task of this containerd, whose directory is gone) and
 // the CRI label naming this sandbox. Their processes are then killed only
 // by runc's pid and start time, or cgroup membership, as for any task.
-func (d *deletion) strandedMembers(nsDir string, prober *liveness.Prober) []*bundle.Bundle {
+func (d *deletion) strandedMembers(nsDir string) []*bundle.Bundle {
 	if d.b.RuncRoot != bundle.DefaultRuncRoot {
 		// Load looks for the state of a missing task directory under the
 		// default root only.
@@ -189,10 +185,7 @@ func (d *deletion) strandedMembers(nsDir string, prober *liveness.Prober) []*bun
 		if sb != d.req.ID || filepath.Clean(dir) != p {
 			continue
 		}
-		if prober == nil {
-			prober = liveness.NewProber()
-		}
-		if prober.Probe(b).Alive {
+		if d.prober().Probe(b).Alive {
 			continue
 		}
 		out = append(out, b)

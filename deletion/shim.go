@@ -38,7 +38,12 @@ const shimWait = 900 * time.Millisecond
 //     else killed as below;
 //   - dead (nothing listens): with LeaveLiveShim or KillLiveShim a process
 //     that is still the task's shim (its socket removed) is killed as
-//     below; with RefuseLiveShim no shim is signalled.
+//     below; with RefuseLiveShim no shim is signalled, and the delete
+//     refuses (ErrShimAlive) when liveness.Prober still finds the shim
+//     alive (Prober.ProbeAnswered: a shim process of the task holding its
+//     socket, or the parent of the container's verified init). This is
+//     the one live-shim check of gc and of a delete by hand: under the
+//     task directory's lock, after the one load.
 //
 // Killed: every process proven to be the task's serving shim
 // (liveness.FindTaskShims: a shim binary in this mount namespace whose
@@ -72,6 +77,14 @@ func (d *deletion) shim(ctx context.Context, s *StepReport) {
 		s.note(d.answer.Why)
 	default:
 		if policy == RefuseLiveShim {
+			// The socket is dead; a shim process that still holds it, or
+			// is the parent of the container's verified init, is alive
+			// all the same (liveness.Prober).
+			if st := d.prober().ProbeAnswered(d.b, d.answer); st.Alive {
+				d.refused = fmt.Errorf("%w (%s)", ErrShimAlive, st.Why)
+				s.fail(d.refused)
+				return
+			}
 			s.nothing("shim dead (" + d.answer.Why + "); no shim process is signalled (only containerd's delete and -force kill one)")
 			return
 		}

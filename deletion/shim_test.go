@@ -68,6 +68,9 @@ func TestDeleteShim(t *testing.T) {
 		stop     bool // SIGSTOP the shim first: hung
 		claimant bool // a second process with the command line, no socket
 		impostor bool // the shim is /bin/sh with a shim's command line and the socket
+		// unlinked: the socket's file is removed, the shim still listens:
+		// connect says dead, the shim process holding it says alive.
+		unlinked bool
 		wantKill bool
 		// wantRefused: ErrShimAlive, the task directory untouched;
 		// wantLeft: the delete finishes, the task directory is removed, the
@@ -82,6 +85,7 @@ func TestDeleteShim(t *testing.T) {
 		{name: "an impostor with the socket is never signalled", policy: LeaveLiveShim, impostor: true},
 		{name: "by hand a shim that answers is refused", policy: RefuseLiveShim, mode: answers, wantRefused: true},
 		{name: "by hand a hung shim is refused", policy: RefuseLiveShim, mode: silent, wantRefused: true},
+		{name: "by hand a shim holding its unlinked socket is refused", policy: RefuseLiveShim, mode: answers, unlinked: true, wantRefused: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id := testutil.RandID("shim")
@@ -91,6 +95,11 @@ func TestDeleteShim(t *testing.T) {
 				sh = impostor(t, id, sock)
 			} else {
 				sh = fakeShim(t, id, sock, tc.mode)
+			}
+			if tc.unlinked {
+				if err := os.Remove(sock); err != nil {
+					t.Fatal(err)
+				}
 			}
 			if tc.stop {
 				if err := syscall.Kill(sh.Process.Pid, syscall.SIGSTOP); err != nil {
@@ -111,6 +120,9 @@ func TestDeleteShim(t *testing.T) {
 			case tc.wantRefused:
 				if !errors.Is(err, ErrShimAlive) {
 					t.Fatalf("delete: err = %v, want ErrShimAlive", err)
+				}
+				if tc.unlinked && !strings.Contains(err.Error(), "holds the task's socket") {
+					t.Errorf("delete: err = %v, want the shim process holding the socket named", err)
 				}
 				if _, err := os.Stat(filepath.Join(dir, "address")); err != nil {
 					t.Errorf("a refused delete touched the task directory: %v", err)

@@ -179,8 +179,13 @@ func (p *Prober) Ask(b *bundle.Bundle) Answer {
 // when its parent is a shim of the same namespace). Only a real shim
 // counts (isRealShim): a process that merely has a shim's command line
 // never makes a task live.
-func (p *Prober) Probe(b *bundle.Bundle) State {
-	a := p.Ask(b)
+func (p *Prober) Probe(b *bundle.Bundle) State { return p.ProbeAnswered(b, p.Ask(b)) }
+
+// ProbeAnswered is Probe with the socket's answer a already in hand (from
+// AskShim, e.g. asked by the delete under the task directory's lock): the
+// socket is not asked again, and a is not cached. An a that is not
+// ShimDead makes the task alive, as in Probe.
+func (p *Prober) ProbeAnswered(b *bundle.Bundle, a Answer) State {
 	if a.Verdict != ShimDead {
 		why := a.Why
 		if a.Verdict == ShimHung {
