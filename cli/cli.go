@@ -8,12 +8,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"time"
 
-	"github.com/shimrobust/containerd-shim-runc-v2-robust/bundle"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/delegate"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/deletion"
-	"github.com/shimrobust/containerd-shim-runc-v2-robust/liveness"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/ops"
 )
 
@@ -38,23 +35,15 @@ const (
 	formatJSON = "json"
 )
 
-// Exit statuses of `delete` run by hand and of `gc`. containerd's `delete`
-// keeps the framework's: 0, or 1 with "name: error" on stderr.
+// Exit statuses of `delete` run by hand, `gc`, `install` and
+// `uninstall`: ops' (see ops.ExitOK), from ops' one table of how a delete
+// ended (ops.Result.ExitStatus). containerd's `delete` keeps the
+// framework's: 0, or 1 with "name: error" on stderr.
 const (
-	// ExitOK: delete: the container is gone (something outside the task
-	// directory may be left: see the report); gc: every delete it ran
-	// ended in ResultDeleted.
-	ExitOK = 0
-	// ExitFailed: delete: the task directory was left in place (a mount or
-	// a container process would not go), or could not be opened; gc: a
-	// delete did not end in ResultDeleted, or the state directory could
-	// not be read.
-	ExitFailed = 1
-	// ExitUsage: bad flags, or an invalid namespace or id: nothing touched.
-	ExitUsage = 2
-	// ExitRefused: delete by hand: the task's shim is alive and -force was
-	// not given: nothing touched.
-	ExitRefused = 3
+	ExitOK      = ops.ExitOK      // done (see ops.ExitOK)
+	ExitFailed  = ops.ExitFailed  // a delete failed or left the task directory (see ops.ExitFailed)
+	ExitUsage   = ops.ExitUsage   // bad flags, invalid namespace or id: nothing touched
+	ExitRefused = ops.ExitRefused // delete by hand: the shim is alive, no -force: nothing touched
 )
 
 // deleteFlags are our flags of the delete command.
@@ -181,9 +170,12 @@ Flags of delete:
 }
 
 // runManualDelete is `delete` run by hand (no -address, no TTRPC_ADDRESS).
-// It refuses a task whose shim is alive unless -force; it prints the
-// report (text on stderr, or JSON on stdout in place of the
-// DeleteResponse) and records the metrics.
+// The delete refuses a task whose shim is alive unless -force
+// (deletion.RefuseLiveShim: decided under the task directory's lock); the
+// refusal's record says what to do instead. It prints the record (text on
+// stderr, or JSON on stdout in place of the DeleteResponse); ops.RunDelete
+// records the metrics. The exit status is the record's
+// (ops.DeleteRun.ExitStatus).
 func runManualDelete(ctx context.Context, cl *commandLine, stdout, stderr io.Writer) int {
 	if err := checkFormat(cl.format); err != nil {
 		fmt.Fprintf(stderr, "delete: %v\n", err)
@@ -195,58 +187,30 @@ func runManualDelete(ctx context.Context, cl *commandLine, stdout, stderr io.Wri
 	}
 	// -force: the shim, if it still exists and is proven to be the
 	// task's, is killed too (deletion.KillLiveShim); without it a live or
-	// hung shim is refused below, and again by the delete under the task
-	// directory's lock (deletion.RefuseLiveShim).
+	// hung shim makes the delete refuse (deletion.RefuseLiveShim).
 	req := deletion.Request{Namespace: cl.namespace, ID: cl.id, Bundle: cl.bundle, StateDir: resolveStateDir(cl.stateDir)}
 	if cl.force {
 		req.LiveShim = deletion.KillLiveShim
 	}
-	metrics := ops.MetricsFromEnv()
-	emit := func(rec ops.DeleteRecord) {
-		if cl.format == formatJSON {
-			_, _ = stdout.Write(rec.JSON())
-		} else {
-			fmt.Fprint(stderr, rec.Text())
-		}
-		if err := metrics.RecordDelete(rec); err != nil {
-			fmt.Fprintf(stderr, "robust delete %s/%s: %v\n", req.Namespace, req.ID, err)
-		}
+	run := ops.RunDelete(ctx, req, ops.TriggerManual, ops.MetricsFromEnv())
+	rec := run.Record
+	if rec.Result == ops.ResultRefused {
+		rec.Error += fmt.Sprintf(": delete the task through containerd (ctr -n %s task delete --force %s), or pass -force to kill the container and remove its task directory under the live shim", req.Namespace, req.ID)
 	}
-
-	if path, err := req.TaskDir(); err == nil && !cl.force {
-		if st := probeTask(path, req.Namespace, req.ID); st.Alive {
-			err := fmt.Errorf("the task's shim is alive (%s): delete the task through containerd (ctr -n %s task delete --force %s), or pass -force to kill the container and remove its task directory under the live shim", st.Why, req.Namespace, req.ID)
-			rec := ops.NewDeleteRecord(nil, err, ops.ResultRefused, ops.TriggerManual)
-			rec.Namespace, rec.ID, rec.Bundle, rec.ExitedAt = req.Namespace, req.ID, path, time.Now()
-			emit(rec)
-			return ExitRefused
-		}
+	if cl.format == formatJSON {
+		_, _ = stdout.Write(rec.JSON())
+	} else {
+		fmt.Fprint(stderr, rec.Text())
 	}
-
-	rep, err := deletion.Delete(ctx, req)
-	emit(ops.NewDeleteRecord(rep, err, "", ops.TriggerManual))
-	switch {
-	case errors.Is(err, deletion.ErrShimAlive):
-		return ExitRefused
-	case errors.Is(err, bundle.ErrInvalid):
-		return ExitUsage
-	case err != nil:
-		return ExitFailed
+	if run.MetricsErr != nil {
+		fmt.Fprintf(stderr, "robust delete %s/%s: %v\n", req.Namespace, req.ID, run.MetricsErr)
 	}
-	if cl.format == formatText {
+	code := run.ExitStatus()
+	if code == ExitOK && cl.format == formatText {
 		// What containerd would read; `> /dev/null` when run by hand.
-		_, _ = stdout.Write(rep.Response().Marshal())
+		_, _ = stdout.Write(run.Report.Response().Marshal())
 	}
-	return ExitOK
-}
-
-// probeTask loads the task directory read-only and probes its shim.
-func probeTask(path, ns, id string) liveness.State {
-	b, err := bundle.Load(path, ns, id)
-	if err != nil {
-		return liveness.State{Why: err.Error()}
-	}
-	return liveness.NewProber().Probe(b)
+	return code
 }
 
 // RunGC is the `gc` command: args are its flags (after the word "gc"). It
@@ -263,7 +227,7 @@ func RunGC(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&stateDir, flagStateDir, "", "containerd's runtime v2 task state directory, or containerd's state directory that holds it (default $"+EnvStateDir+", else <state>/"+ops.TaskStateDirName+" with the state of --config, else "+ops.DefaultStateDir+")")
 	fs.StringVar(&configPath, "config", ops.DefaultContainerdConfig, "containerd's configuration file, read for its state and root directories (version 1 to 4, and the files it imports); a missing default file means containerd's defaults")
 	fs.IntVar(&opts.Parallel, "parallel", ops.DefaultParallel(), "deletes run at the same time, at least 1; the default is the number of CPUs")
-	fs.StringVar(&opts.RuncRoot, "runc-root", bundle.DefaultRuncRoot, "runc's root, scanned for residue (besides the roots named by the tasks' options.json)")
+	fs.StringVar(&opts.RuncRoot, "runc-root", ops.DefaultRuncRoot, "runc's root, scanned for residue (besides the roots named by the tasks' options.json)")
 	fs.DurationVar(&opts.OlderThan, "older-than", ops.DefaultOlderThan, "only orphans whose task directory is older than this (by its mtime); whatever it says, one with no shim socket recorded yet is left until "+ops.CreationWindow.String()+" old (containerd may still be creating it), so 0s is safe")
 	fs.BoolVar(&opts.DryRun, "dry-run", false, "list what would be deleted and why; change nothing")
 	fs.StringVar(&opts.Namespace, "namespace", "", "only this namespace (default: every namespace)")
@@ -296,18 +260,8 @@ Flags:
 		fmt.Fprintf(stderr, "gc: %v\n", err)
 		return ExitUsage
 	}
-	if opts.Namespace != "" {
-		if err := bundle.ValidateNamespace(opts.Namespace); err != nil {
-			fmt.Fprintf(stderr, "gc: %v\n", err)
-			return ExitUsage
-		}
-	}
-	if opts.OlderThan < 0 {
-		fmt.Fprintln(stderr, "gc: --older-than must not be negative")
-		return ExitUsage
-	}
-	if opts.Parallel < 1 {
-		fmt.Fprintln(stderr, "gc: --parallel must be at least 1")
+	if err := opts.Validate(); err != nil {
+		fmt.Fprintf(stderr, "gc: %v\n", err)
 		return ExitUsage
 	}
 	configGiven := false
@@ -347,8 +301,5 @@ Flags:
 	} else {
 		fmt.Fprint(stdout, g.Text())
 	}
-	if g.Failed() {
-		return ExitFailed
-	}
-	return ExitOK
+	return g.ExitStatus()
 }

@@ -220,6 +220,34 @@ func TestManualDeleteFromAnywhere(t *testing.T) {
 		}
 	})
 
+	t.Run("a shim process still holding its removed socket: refused", func(t *testing.T) {
+		// Nothing answers at the recorded address (its file is gone), yet
+		// the task's shim runs and listens on it: the task is alive.
+		sock := shimSocketPath(t)
+		id, dir := newTask(t, map[string]string{"address": "unix://" + sock, "runtime": ""})
+		shim := testutil.FakeShim(t, testNS, id, sock, testutil.ShimSilent)
+		if err := os.Remove(sock); err != nil {
+			t.Fatal(err)
+		}
+		code, out, _ := manualDelete(t, elsewhere, "-namespace", testNS, "-id", id, "--state-dir", state, "--format", "json", "delete")
+		if code != ExitRefused {
+			t.Fatalf("exit %d, want %d", code, ExitRefused)
+		}
+		var rec ops.DeleteRecord
+		if err := json.Unmarshal(out, &rec); err != nil {
+			t.Fatal(err)
+		}
+		if rec.Result != ops.ResultRefused || rec.Bundle != dir || !strings.Contains(rec.Error, "-force") {
+			t.Errorf("record: %+v", rec)
+		}
+		if _, err := os.Stat(dir); err != nil {
+			t.Fatalf("refused, yet the task directory is gone: %v", err)
+		}
+		if !testutil.Alive(shim.Process.Pid) {
+			t.Errorf("refused, yet the shim %d was killed", shim.Process.Pid)
+		}
+	})
+
 	t.Run("invalid id: usage", func(t *testing.T) {
 		code, _, _ := manualDelete(t, elsewhere, "-namespace", testNS, "-id", "../etc", "--state-dir", state, "delete")
 		if code != ExitUsage {

@@ -209,21 +209,21 @@ func runContainerdDelete(ctx context.Context, cl *commandLine, stdout, stderr io
 	// A hung or stopped shim is killed when proven to be the task's; one
 	// that answers is left.
 	req := deletion.Request{Namespace: cl.namespace, ID: cl.id, Bundle: cl.bundle, StateDir: resolveStateDir(cl.stateDir), LiveShim: deletion.LeaveLiveShim, ByContainerd: true}
-	rep, err := deletion.Delete(ctx, req)
-	rec := ops.NewDeleteRecord(rep, err, "", ops.TriggerContainerd)
+	run := ops.RunDelete(ctx, req, ops.TriggerContainerd, ops.MetricsFromEnv())
+	rep, err := run.Report, run.Err
 	if rep != nil {
 		if cl.format == formatJSON {
-			_, _ = stderr.Write(rec.JSON())
+			_, _ = stderr.Write(run.Record.JSON())
 		} else {
 			fmt.Fprint(stderr, rep.Text())
 		}
 	}
-	if merr := ops.MetricsFromEnv().RecordDelete(rec); merr != nil {
-		fmt.Fprintf(stderr, "robust delete %s/%s: %v\n", req.Namespace, req.ID, merr)
+	if run.MetricsErr != nil {
+		fmt.Fprintf(stderr, "robust delete %s/%s: %v\n", req.Namespace, req.ID, run.MetricsErr)
 	}
-	if err != nil {
+	if code := run.ExitStatus(); code != ExitOK {
 		fmt.Fprintf(stderr, "%s: %s", Name, err)
-		return ExitFailed
+		return code
 	}
 	if _, err := stdout.Write(rep.Response().Marshal()); err != nil {
 		fmt.Fprintf(stderr, "%s: %s", Name, err)

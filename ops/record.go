@@ -4,9 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/shimrobust/containerd-shim-runc-v2-robust/deletion"
 	"strings"
 	"time"
+
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/deletion"
 )
 
 // Result is how a whole delete ended, as the by-hand and gc reports and the
@@ -30,7 +31,9 @@ const (
 	// locked. Nothing was touched.
 	ResultError Result = "error"
 	// ResultRefused: the delete did not run because the task's shim is
-	// alive (by hand without -force). Nothing was touched.
+	// alive (by hand without -force; in gc, a shim that came alive after gc
+	// looked): deletion.ErrShimAlive, decided under the task directory's
+	// lock. Nothing was touched.
 	ResultRefused Result = "refused"
 )
 
@@ -104,7 +107,9 @@ type StepRecord struct {
 // NewDeleteRecord builds the record of a delete from what Delete returned
 // (rep may be nil when the delete did not run; err is Delete's error, or
 // why it was refused) and the result given (ResultOf(rep, err) when "").
-// Slices are never nil, so that JSON has [] rather than null.
+// A refused delete (ResultRefused) touched nothing: its record names the
+// task and why, with no steps and nothing left. Slices are never nil, so
+// that JSON has [] rather than null.
 func NewDeleteRecord(rep *deletion.Report, err error, result Result, trigger string) DeleteRecord {
 	if result == "" {
 		result = ResultOf(rep, err)
@@ -119,6 +124,11 @@ func NewDeleteRecord(rep *deletion.Report, err error, result Result, trigger str
 	rec.Namespace, rec.ID, rec.Bundle, rec.Pid = rep.Namespace, rep.ID, rep.Bundle, rep.Pid
 	rec.ExitedAt = rep.ExitedAt
 	rec.DurationSeconds = rep.Duration.Seconds()
+	if result == ResultRefused {
+		// The delete stopped at its shim step, having touched nothing:
+		// no step did anything, and nothing is left by it.
+		return rec
+	}
 	for _, s := range rep.Steps {
 		rec.Steps = append(rec.Steps, StepRecord{
 			Step:            s.Step,

@@ -43,6 +43,15 @@ func TestDeleteRecord(t *testing.T) {
 	if r := ResultOf(nil, fmt.Errorf("resolve: bad")); r != ResultError {
 		t.Errorf("no report: %s", r)
 	}
+	// A refusal touched nothing: the shim step that refused is no step
+	// done, and nothing is left by it.
+	refused := &deletion.Report{Namespace: "ns", ID: "x", Bundle: "/b/ns/x", Steps: []deletion.StepReport{
+		{Step: deletion.StepResolve, Outcome: deletion.OutcomeDone},
+		{Step: deletion.StepShim, Outcome: deletion.OutcomeFailed, Problems: []string{"the task's shim is alive (answered)"}},
+	}}
+	if rec := NewDeleteRecord(refused, fmt.Errorf("%w (answered)", deletion.ErrShimAlive), "", TriggerGC); rec.Result != ResultRefused || len(rec.Steps) != 0 || len(rec.Left) != 0 || rec.Bundle != "/b/ns/x" || rec.Error == "" {
+		t.Errorf("refused: record %+v", rec)
+	}
 	if rec := NewDeleteRecord(nil, nil, ResultRefused, TriggerManual); rec.Steps == nil || rec.Left == nil {
 		t.Error("JSON slices must not be null")
 	}
