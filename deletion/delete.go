@@ -57,8 +57,10 @@ type Request struct {
 	// Bundle is the task directory; "" means the working directory, or
 	// the task's directory under StateDir (see TaskDir).
 	Bundle string
-	// StateDir is containerd's runtime v2 task state directory (e.g.
-	// DefaultStateDir), where the task directory is <StateDir>/<ns>/<id>.
+	// StateDir is containerd's runtime v2 task state directory,
+	// <containerd state>/io.containerd.runtime.v2.task
+	// (bundle.TaskStateDirName; /run/containerd/io.containerd.runtime.v2.task
+	// by default), where the task directory is <StateDir>/<ns>/<id>.
 	// It is used only when Bundle is "" and the working directory is not
 	// the task directory; "" means it is not used.
 	StateDir string
@@ -93,32 +95,54 @@ type Request struct {
 
 // Delete is the delete path. It runs the steps below in order, each
 // best-effort and idempotent, and returns the report of what each did and
-// could not do. It returns an error only when the request itself is invalid
-// (nothing is touched then) or when ErrUnsafe applies.
+// could not do. Its error says why the task directory was not taken apart:
+// resolve failed (an invalid request, no evidence of a runc v2 task
+// directory, its lock not had in time: nothing touched), the shim is alive
+// under RefuseLiveShim (ErrShimAlive: nothing touched), or something under
+// it could not be made safe (ErrUnsafe: the task directory is left).
 //
-//  1. resolve  – the task directory (Request.TaskDir): Request.Bundle, else
-//     the working directory, else <StateDir>/<ns>/<id>; its base name must
-//     be the id. Locked against a concurrent delete of the same task.
-//  2. load     – every file of it and runc's state, best-effort (package bundle).
-//  3. shim     – the task's shim is asked on its socket (shim.go): one
-//     that answers is never signalled (Request.LiveShim: refused, left,
-//     or killed on -force); a hung one, or the process of a dead one, is
+// This is the one list of the delete's steps: the package documentation,
+// each step's function and the README name a step (the report's Step*
+// names) and point here, never number it again.
+//
+//  1. resolve – the task directory (Request.TaskDir): Request.Bundle, else
+//     the working directory (containerd's delete only), else
+//     <StateDir>/<ns>/<id>; its base name must be the id. Locked against a
+//     concurrent delete of the same task, then bundle.CheckTaskDir's
+//     positive evidence that it is a runc v2 task directory.
+//  2. load – every file of it and runc's state, best-effort (package
+//     bundle); the container's cgroups found from that evidence, and
+//     runc's state used only when it is this container's.
+//  3. shim – the task's shim is asked on its socket (liveness.AskShim),
+//     and Request.LiveShim decides: RefuseLiveShim refuses (ErrShimAlive)
+//     a shim that answers, is hung or cannot be asked, or whose process
+//     still holds its socket or is the parent of the verified init
+//     (liveness.Prober); LeaveLiveShim never signals one that answers (the
+//     delete then does only upstream's part); KillLiveShim (-force) kills
+//     it too. Otherwise a hung shim, or the process of a dead one, is
 //     SIGKILLed when proven to be the task's; waited for < 1 s.
-//     kill     – every process proven to be the container's (verified init
+//  4. kill – every process proven to be the container's (verified init
 //     via pidfd, and the cgroups); wait until gone.
-//     sandbox  – (containerd 2.x) for a sandbox task, the containers that
-//     joined its shim and died with it, each by this same path, beside
-//     the steps below (sandbox.go); containerd 2.0–2.3 never delete them.
-//  4. release  – the cgroups in every hierarchy and, at the same time, the
-//     runtime's own `delete --force` when its binary and state exist (it
-//     finds a stopped container: no polling, and its poststop hooks run);
-//     then runc's state directory if the runtime did not remove it.
-//  5. unmount  – everything under the task directory, deepest first.
-//     Steps 5 and 6 run beside step 4 when the runtime's delete cannot read
-//     the task directory (no poststop hooks, or nothing for it to delete).
-//  6. remove   – the task directory and its work directory, never through a
-//     mount point; the dead shim's socket.
-//  7. respond  – Report.Response is the DeleteResponse containerd expects
+//  5. sandbox – (containerd 2.x) for a sandbox task whose shim was found
+//     dead or hung, the containers that joined its shim and died with it,
+//     each by this same path, beside the steps below; containerd 2.0–2.3
+//     never delete them.
+//  6. release – the cgroups in every hierarchy and, at the same time, the
+//     runtime's own `delete --force` when only it can release something
+//     (poststop hooks, a systemd unit, Intel RDT, an unreadable state, a
+//     surviving process), its binary and runc's state directory exist, and
+//     the state is not found to be another container's (it finds a stopped
+//     container: no polling); the systemd scope unit; then runc's state
+//     directory if the runtime did not remove it.
+//  7. unmount – everything under the task directory, deepest first.
+//     unmount and remove run beside release when the runtime's delete
+//     cannot read the task directory (no poststop hooks, or nothing for it
+//     to delete).
+//  8. remove – the task directory and its work directory, never through a
+//     mount point; the dead shim's socket. Left in place (and guarded
+//     against containerd's own removal) when a mount, a proven container
+//     process or a live init nothing proves stayed.
+//  9. respond – Report.Response is the DeleteResponse containerd expects
 //     (response.go): the exit recorded in exit.json (containerd 2.4), else
 //     ExitStatusKilled and the time of the delete.
 func Delete(ctx context.Context, req Request) (*Report, error) {
@@ -307,7 +331,7 @@ func (d *deletion) runtimeReadsBundle() bool {
 	return d.b.State == nil || d.b.State.Config.HasPoststopHooks()
 }
 
-// release is step 4: the container's cgroups in every hierarchy and the
+// release is the step "release" (see Delete): the container's cgroups in every hierarchy and the
 // runtime's own delete, side by side, then runc's state directory if the
 // runtime did not remove it.
 func (d *deletion) release(ctx context.Context, s *StepReport) {
@@ -368,8 +392,9 @@ func isRuncState(dir string) (bool, error) {
 	return false, fmt.Errorf("runc state %s: holds no state.json: left in place", dir)
 }
 
-// unmount is step 5: every mount at or below the task directory, deepest
-// first. A mount that stays keeps step 6 from touching the task directory.
+// unmount is the step "unmount" (see Delete): every mount at or below the
+// task directory, deepest first. A mount that stays keeps remove from
+// touching the task directory.
 func (d *deletion) unmount(ctx context.Context, s *StepReport) {
 	mt, err := d.req.Mounts.Get()
 	if err != nil {
@@ -391,7 +416,7 @@ func (d *deletion) unmount(ctx context.Context, s *StepReport) {
 	}
 }
 
-// remove is step 6: the task directory and its work directory, never
+// remove is the step "remove" (see Delete): the task directory and its work directory, never
 // through a mount point, and the dead shim's socket.
 func (d *deletion) remove(ctx context.Context, s *StepReport) {
 	// The task directory is the record of the rest (its `work` link names
@@ -452,7 +477,7 @@ func (d *deletion) remove(ctx context.Context, s *StepReport) {
 	}
 }
 
-// guard is part of step 6 when the task directory is left in place:
+// guard is part of the step "remove" when the task directory is left in place:
 // containerd 2.x removes the bundle at start-up even after a failed delete,
 // and bundle.Guard makes that removal stop before it could cross a mount.
 func (d *deletion) guard(s *StepReport) {

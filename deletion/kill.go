@@ -16,7 +16,7 @@ import (
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/liveness"
 )
 
-// kill is step 3. It signals only what is proven to be the container's:
+// kill is the step "kill" (see Delete). It signals only what is proven to be the container's:
 // runc's init pid whose start time still matches (through a pidfd), and the
 // members of the container's cgroups; a pid named only by init.pid is
 // signalled only if it is in those cgroups. It waits until they are gone,

@@ -14,7 +14,7 @@ import (
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/cgroups"
 )
 
-// load is step 2: every file of the task directory and runc's state,
+// load is the step "load" (see Delete): every file of the task directory and runc's state,
 // best-effort. Each problem is reported; none stops the delete.
 func (d *deletion) load(ctx context.Context, s *StepReport) {
 	b, err := bundle.Load(d.path, d.req.Namespace, d.req.ID)

@@ -61,7 +61,7 @@ func (r Request) lockWait() time.Duration {
 	return timeout / 2
 }
 
-// resolve is step 1. It validates the request before any path is built
+// resolve is the step "resolve" (see Delete). It validates the request before any path is built
 // from it, finds the task directory, takes an exclusive lock on it (so
 // that a second delete of the same task waits, within a bound, and then
 // finds it gone) and checks the evidence that it is a runc v2 task

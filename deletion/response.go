@@ -10,8 +10,8 @@ import (
 // recorded: 128+SIGKILL, as every upstream runc shim reports it.
 const ExitStatusKilled = 137
 
-// Response is step 7 of the delete path: the DeleteResponse containerd
-// reads on the delete command's stdout.
+// Response is the step "respond" of the delete path (see Delete): the
+// DeleteResponse containerd reads on the delete command's stdout.
 type Response struct {
 	Pid        int
 	ExitStatus int

@@ -10,7 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// runtimeDelete is part of step 4 (release): the runtime's own
+// runtimeDelete is part of the step "release" (see Delete): the runtime's own
 // `delete --force`, run only for what only the runtime can do (runtimeOwns:
 // poststop hooks, a systemd unit, an Intel RDT group, a state it cannot
 // read, or a container process that survived the kill step). By now the

@@ -20,7 +20,7 @@ const StepShim = "shim"
 // it is reported, not waited for past this bound.
 const shimWait = 900 * time.Millisecond
 
-// shim is the step before kill. It first asks the task's shim
+// shim is the step "shim" (see Delete), before kill. It first asks the task's shim
 // (liveness.AskShim: a connect and one call of the task API within
 // liveness.AskTimeout). containerd runs `delete` when its connection to the
 // shim closed, which does not prove the shim dead: containerd 2.x closes

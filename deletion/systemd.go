@@ -8,7 +8,7 @@ import (
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/systemdunit"
 )
 
-// releaseSystemdUnit is part of step 4 (release), after the runtime's
+// releaseSystemdUnit is part of the step "release" (see Delete), after the runtime's
 // delete and the cgroupfs removal: for a container whose evidence says
 // systemd (options SystemdCgroup, runc state's Systemd, or a
 // "slice:prefix:name" cgroupsPath), it makes sure systemd no longer holds
