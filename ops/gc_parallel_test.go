@@ -15,9 +15,12 @@ import (
 	"testing"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/cgroups"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/internal/testutil"
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/liveness"
 )
 
 // orphans is a state directory of orphaned runc v2 task directories laid
@@ -46,8 +49,9 @@ func makeOrphans(t *testing.T, state, runcRoot, dead string, nss []string, n, li
 }
 
 // makeOrphansMounted is makeOrphans with a tmpfs on the rootfs of every
-// mountEvery-th orphan (0: none).
-func makeOrphansMounted(t *testing.T, state, runcRoot, dead string, nss []string, n, liveEvery, mountEvery int) *orphans {
+// mountEvery-th orphan (0: none). It takes a testing.TB: BenchmarkGCScale
+// lays out orphans with it too.
+func makeOrphansMounted(t testing.TB, state, runcRoot, dead string, nss []string, n, liveEvery, mountEvery int) *orphans {
 	t.Helper()
 	o := &orphans{state: state, runcRoot: runcRoot, nss: nss}
 	old := time.Now().Add(-2 * time.Hour)
@@ -63,8 +67,9 @@ func makeOrphansMounted(t *testing.T, state, runcRoot, dead string, nss []string
 			p := startReapedSleeper(t)
 			pid := p.Process.Pid
 			o.procs = append(o.procs, p)
-			o.cgroups = append(o.cgroups, testutil.ContainerCgroup(t, rel, pid)...)
-			files["config.json"] = testutil.SpecWithCgroup(t, rel)
+			o.cgroups = append(o.cgroups, containerCgroup(t, rel, pid)...)
+			spec, _ := json.Marshal(&specs.Spec{Version: specs.Version, Linux: &specs.Linux{CgroupsPath: rel}})
+			files["config.json"] = string(spec)
 			files["init.pid"] = strconv.Itoa(pid)
 			files["options.json"] = fmt.Sprintf(`{"root":%q}`, runcRoot)
 			if (i/liveEvery)%2 == 1 {
@@ -75,7 +80,7 @@ func makeOrphansMounted(t *testing.T, state, runcRoot, dead string, nss []string
 					t.Fatal(err)
 				}
 				st, _ := json.Marshal(map[string]any{
-					"id": id, "init_process_pid": pid, "init_process_start": testutil.StartTime(t, pid),
+					"id": id, "init_process_pid": pid, "init_process_start": startTime(t, pid),
 					"created": time.Now(), "config": map[string]any{"rootfs": filepath.Join(dir, "rootfs"), "cgroups": map[string]any{"path": rel}},
 					"cgroup_paths": map[string]string{},
 				})
@@ -106,9 +111,55 @@ func makeOrphansMounted(t *testing.T, state, runcRoot, dead string, nss []string
 	return o
 }
 
+// containerCgroup is testutil.ContainerCgroup for a testing.TB: cgroup
+// rel in every hierarchy (cgroups.Hierarchies), pid moved into it;
+// Cleanup removes what is left.
+func containerCgroup(t testing.TB, rel string, pid int) []string {
+	t.Helper()
+	mounts, err := cgroups.Hierarchies()
+	if err != nil || len(mounts) == 0 {
+		t.Fatalf("cgroup hierarchies: %v (%d found)", err, len(mounts))
+	}
+	var dirs []string
+	t.Cleanup(func() {
+		for _, d := range dirs {
+			_ = unix.Rmdir(d)
+			_ = unix.Rmdir(filepath.Dir(d))
+		}
+	})
+	for _, m := range mounts {
+		dir := filepath.Join(m, rel)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		dirs = append(dirs, dir)
+		// v1 cpuset needs cpus and mems before it takes tasks.
+		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+			if parent, err := os.ReadFile(filepath.Join(m, f)); err == nil {
+				_ = os.WriteFile(filepath.Join(filepath.Dir(dir), f), parent, 0o644)
+				_ = os.WriteFile(filepath.Join(dir, f), parent, 0o644)
+			}
+		}
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
+			t.Fatalf("move %d into %s: %v", pid, dir, err)
+		}
+	}
+	return dirs
+}
+
+// startTime is pid's start time as runc records it (liveness.ReadStat).
+func startTime(t testing.TB, pid int) uint64 {
+	t.Helper()
+	st, err := liveness.ReadStat(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Start
+}
+
 // startReapedSleeper starts `sleep` and reaps it as soon as it dies, as a
 // container's init is reaped; Cleanup kills it.
-func startReapedSleeper(t *testing.T) *exec.Cmd {
+func startReapedSleeper(t testing.TB) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command("sleep", "1000")
 	if err := cmd.Start(); err != nil {
@@ -122,7 +173,7 @@ func startReapedSleeper(t *testing.T) *exec.Cmd {
 
 // assertClean fails the test for anything of the orphans still on the
 // machine: task directory, runc state, cgroup, mount, live process.
-func (o *orphans) assertClean(t *testing.T) {
+func (o *orphans) assertClean(t testing.TB) {
 	t.Helper()
 	left := 0
 	for _, group := range [][]string{o.dirs, o.runcStates, o.cgroups} {
