@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/mounttable"
@@ -402,7 +401,7 @@ func (s *Set) Procs() ([]int, []error) {
 	var out []int
 	for _, d := range dirs {
 		_ = walkCgroups(context.Background(), d.path, func(dir string) {
-			pids, _ := readPids(filepath.Join(dir, "cgroup.procs"))
+			pids, _ := readPids(dir)
 			for _, pid := range pids {
 				if !seen[pid] {
 					seen[pid] = true

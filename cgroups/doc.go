@@ -37,9 +37,13 @@
 // Killing writes cgroup2's cgroup.kill first where it exists (on a hybrid
 // host runc's container is in the unified hierarchy too, so that one write
 // usually empties every hierarchy); for what is left it freezes the cgroups
-// (v1 freezer, or v2 cgroup.freeze where cgroup.kill is missing) so nothing
-// forks while members are listed, SIGKILLs each proven member, and always
-// thaws again so that a paused container's processes can die. Every wait,
+// (v1 freezer, or v2 cgroup.freeze where cgroup.kill is missing or, in a
+// threaded cgroup, refused) so nothing forks while members are listed,
+// SIGKILLs each proven member, and always thaws again so that a paused
+// container's processes can die. Members are listed from cgroup.procs; a
+// threaded cgroup (cgroup v2) refuses that read, and its cgroup.threads is
+// read instead, each thread mapped to its process (/proc/<tid>/status
+// Tgid), as runc does: a threaded cgroup never reads as empty. Every wait,
 // every walk of a cgroup tree and every removal is bounded by the caller's
 // context (and a wait also by a small retry budget); errors name the path
 // or pid.

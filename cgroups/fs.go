@@ -39,24 +39,65 @@ func hasFile(dir, name string) bool {
 	return unix.Access(filepath.Join(dir, name), unix.F_OK) == nil
 }
 
-// readPids reads a cgroup.procs file. A missing file or cgroup is empty.
-func readPids(file string) ([]int, error) {
+// readPids lists the processes in cgroup dir (not its descendants), each
+// once: its cgroup.procs. A missing file or cgroup is empty.
+//
+// cgroup v2 refuses to list the processes of a threaded cgroup (a read of
+// its cgroup.procs fails with EOPNOTSUPP): as runc does
+// (opencontainers/cgroups readProcsFile), its cgroup.threads is read
+// instead, and each thread id is mapped to its process, the Tgid of
+// /proc/<tid>/status (procOfThread), so that a process whose threads are
+// there is still found. A thread that is gone meanwhile is passed over; a
+// thread whose process cannot be told is an error, with the processes
+// found.
+func readPids(dir string) ([]int, error) {
+	pids, err := readIDs(filepath.Join(dir, "cgroup.procs"))
+	if !errors.Is(err, unix.EOPNOTSUPP) {
+		return pids, err
+	}
+	file := filepath.Join(dir, "cgroup.threads")
+	tids, err := readIDs(file)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		errs []error
+		seen = map[int]bool{}
+	)
+	pids = nil
+	for _, tid := range tids {
+		pid, err := procOfThread(tid)
+		switch {
+		case errors.Is(err, errGone):
+		case err != nil:
+			errs = append(errs, fmt.Errorf("thread %d listed in %s: %w", tid, file, err))
+		case !seen[pid]:
+			seen[pid] = true
+			pids = append(pids, pid)
+		}
+	}
+	return pids, errors.Join(errs...)
+}
+
+// readIDs reads a cgroup.procs or cgroup.threads file: positive decimal
+// ids, one a line. A missing file or cgroup is empty.
+func readIDs(file string) ([]int, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
-		if gone(err) || errors.Is(err, unix.EOPNOTSUPP) {
+		if gone(err) {
 			return nil, nil
 		}
 		return nil, err
 	}
-	var pids []int
+	var ids []int
 	for _, l := range strings.Fields(string(data)) {
-		pid, err := strconv.Atoi(l)
-		if err != nil || pid <= 0 {
+		id, err := strconv.Atoi(l)
+		if err != nil || id <= 0 {
 			continue
 		}
-		pids = append(pids, pid)
+		ids = append(ids, id)
 	}
-	return pids, nil
+	return ids, nil
 }
 
 // walkCgroups calls fn for dir and every descendant directory on the same

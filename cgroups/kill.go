@@ -62,7 +62,9 @@ func (k *killer) close() {
 // Kill kills every process in the set's directories and their descendant
 // cgroups and waits until every directory is empty or ctx is done. Each
 // round: freeze (v1 freezer.state; v2 cgroup.freeze where there is no
-// cgroup.kill), list cgroup.procs of every directory and descendant, open a
+// cgroup.kill, or it is a threaded cgroup, which refuses cgroup.kill),
+// list cgroup.procs of every directory and descendant (a threaded
+// cgroup's cgroup.threads, each thread's process once), open a
 // pidfd to each pid and prove it a member through /proc/<pid>/cgroup, write
 // cgroup.kill (v2), SIGKILL each proven member through its pidfd, thaw
 // (always, so a paused container's processes can die), then poll the
@@ -120,12 +122,12 @@ func (s *Set) Kill(ctx context.Context) (signalled int, err error) {
 func (k *killer) killV2(ctx context.Context) bool {
 	var killed []dirInfo
 	for _, d := range k.dirs {
-		if !d.v2 || !hasFile(d.path, v2KillFile) || !populated(ctx, d) {
+		if !hasKill(d) || !populated(ctx, d) {
 			continue
 		}
 		n := 0
 		_ = walkCgroups(ctx, d.path, func(dir string) {
-			pids, _ := readPids(filepath.Join(dir, "cgroup.procs"))
+			pids, _ := readPids(dir)
 			n += len(pids)
 		})
 		if err := writeCgroupFile(d.path, v2KillFile, "1"); err != nil {
@@ -149,6 +151,23 @@ func (k *killer) killV2(ctx context.Context) bool {
 		}
 	}
 	return true
+}
+
+// hasKill reports whether d is a cgroup2 directory whose cgroup.kill can
+// be written: it has one and is not a threaded cgroup, which the kernel
+// refuses it (EOPNOTSUPP). A threaded cgroup is frozen instead
+// (cgroup.freeze works there), and its members, found through
+// cgroup.threads (readPids), are signalled one by one.
+func hasKill(d dirInfo) bool {
+	return d.v2 && hasFile(d.path, v2KillFile) && !threaded(d.path)
+}
+
+// threaded reports whether cgroup2 directory dir is a threaded cgroup
+// (its cgroup.type says "threaded"; a "domain threaded" cgroup, the root of
+// a threaded subtree, is not). A cgroup.type that cannot be read says no.
+func threaded(dir string) bool {
+	data, err := os.ReadFile(filepath.Join(dir, "cgroup.type"))
+	return err == nil && strings.TrimSpace(string(data)) == "threaded"
 }
 
 func sleep(ctx context.Context, d time.Duration) {
@@ -178,7 +197,7 @@ func (k *killer) round(ctx context.Context) {
 		}
 		present = append(present, d)
 		switch {
-		case d.v2 && hasFile(d.path, v2KillFile):
+		case hasKill(d):
 			killV2 = append(killV2, d)
 		case d.v2 && hasFile(d.path, "cgroup.freeze"):
 			if err := writeCgroupFile(d.path, "cgroup.freeze", "1"); err != nil {
@@ -203,7 +222,7 @@ func (k *killer) round(ctx context.Context) {
 
 	for _, d := range present {
 		err := walkCgroups(ctx, d.path, func(dir string) {
-			pids, err := readPids(filepath.Join(dir, "cgroup.procs"))
+			pids, err := readPids(dir)
 			if err != nil {
 				k.fail(fmt.Errorf("list processes of cgroup %s: %w", dir, err))
 			}
@@ -403,7 +422,7 @@ func populated(ctx context.Context, d dirInfo) bool {
 		if found {
 			return
 		}
-		pids, err := readPids(filepath.Join(dir, "cgroup.procs"))
+		pids, err := readPids(dir)
 		found = err != nil || len(pids) > 0
 	})
 	return found || (err != nil && ctx.Err() != nil)

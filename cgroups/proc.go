@@ -116,3 +116,28 @@ func readStat(pid int) (procstat.Stat, error) {
 	}
 	return st, err
 }
+
+// procOfThread returns the process (thread group) thread tid belongs to:
+// the Tgid line of /proc/<tid>/status (a thread id that is not a process's
+// is not listed in /proc, but its directory is there). A thread that is
+// gone is errGone.
+func procOfThread(tid int) (int, error) {
+	p := "/proc/" + strconv.Itoa(tid) + "/status"
+	data, err := os.ReadFile(p)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH) {
+			return 0, fmt.Errorf("read %s: %w", p, errGone)
+		}
+		return 0, fmt.Errorf("read %s: %w", p, err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
+			pid, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil || pid <= 0 {
+				return 0, fmt.Errorf("%s: bad Tgid %q", p, v)
+			}
+			return pid, nil
+		}
+	}
+	return 0, fmt.Errorf("%s: no Tgid line", p)
+}
