@@ -3,12 +3,9 @@ package ops
 import (
 	"context"
 	"errors"
-	"fmt"
-	"time"
 
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/bundle"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/deletion"
-	"github.com/shimrobust/containerd-shim-runc-v2-robust/liveness"
 )
 
 // DeleteRun is one delete run by RunDelete: what deletion.Delete returned,
@@ -28,27 +25,13 @@ type DeleteRun struct {
 // RunDelete is the one way a delete runs, whoever runs it (trigger:
 // TriggerContainerd, TriggerManual or TriggerGC): deletion.Delete with
 // req, the record of what it did (NewDeleteRecord), and the record counted
-// in m (Metrics.RecordDelete; a nil m counts nothing). Whether the task's
-// shim may be alive is req.LiveShim's to say: deletion.Delete decides it
-// under the task directory's lock, after its one load, and refuses with
-// deletion.ErrShimAlive (Result ResultRefused) when RefuseLiveShim says
-// so. RunDelete prints nothing: the caller renders the record or the
-// report.
-//
-// A delete by hand that refuses a live shim (TriggerManual,
-// RefuseLiveShim) is first held to liveness.Prober.Probe, the judgement gc
-// makes (shimAliveBeforeDelete): until deletion's shim step looks at
-// everything Probe does, this keeps it from deleting a task whose shim
-// still runs.
+// in m (Metrics.RecordDelete; a nil m counts nothing). It asks no shim
+// itself: what a live shim means is req.LiveShim's to say, and
+// deletion.Delete decides whether the shim is alive under the task
+// directory's lock, after its one load, refusing with
+// deletion.ErrShimAlive (ResultRefused) under RefuseLiveShim. RunDelete
+// prints nothing: the caller renders the record or the report.
 func RunDelete(ctx context.Context, req deletion.Request, trigger string, m *Metrics) DeleteRun {
-	if trigger == TriggerManual && req.LiveShim == deletion.RefuseLiveShim {
-		if path, err := shimAliveBeforeDelete(req); err != nil {
-			run := DeleteRun{Err: err, Record: NewDeleteRecord(nil, err, ResultRefused, trigger)}
-			run.Record.Namespace, run.Record.ID, run.Record.Bundle, run.Record.ExitedAt = req.Namespace, req.ID, path, time.Now()
-			run.MetricsErr = m.RecordDelete(run.Record)
-			return run
-		}
-	}
 	rep, err := deletion.Delete(ctx, req)
 	run := DeleteRun{Report: rep, Err: err, Record: NewDeleteRecord(rep, err, "", trigger)}
 	run.MetricsErr = m.RecordDelete(run.Record)
@@ -124,33 +107,4 @@ func (r Result) ExitStatus(trigger string) int {
 		return e.gc
 	}
 	return ExitFailed
-}
-
-// shimAliveBeforeDelete loads the task directory of req read-only and
-// probes its shim (liveness.Prober.Probe): an error wrapping
-// deletion.ErrShimAlive, and the task directory, when the shim is alive.
-// Probe finds what deletion's shim step finds under the task directory's
-// lock (a shim that answers, hangs or cannot be asked) and more, which
-// that step does not look at yet: a shim process still holding the task's
-// socket whose file is gone, a shim process of the task with no socket
-// recorded, or the container's verified init a live shim's child. A task
-// directory that cannot be found or loaded is left to deletion.Delete,
-// which reports it.
-//
-// Interim (issue 17): it is the one check made before the lock, and the
-// task directory is loaded twice; it goes once deletion's RefuseLiveShim
-// refuses on Probe's judgement.
-func shimAliveBeforeDelete(req deletion.Request) (path string, err error) {
-	path, err = req.TaskDir()
-	if err != nil {
-		return "", nil
-	}
-	b, err := bundle.Load(path, req.Namespace, req.ID)
-	if err != nil {
-		return "", nil
-	}
-	if st := liveness.NewProber().Probe(b); st.Alive {
-		return path, fmt.Errorf("%w (%s)", deletion.ErrShimAlive, st.Why)
-	}
-	return "", nil
 }

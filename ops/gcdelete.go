@@ -91,7 +91,11 @@ func (r *gcRun) delete(ctx context.Context, t *GCTask) error {
 		t.Why += "; not deleted: " + why
 		return nil
 	}
-	run := RunDelete(ctx, deletion.Request{Namespace: t.Namespace, ID: t.ID, Bundle: t.Path, Mounts: r.mounts}, TriggerGC, r.opts.Metrics)
+	// The sweep's mount table and liveness.Prober (its one scan of /proc)
+	// serve every delete; each delete still asks the shim's socket afresh
+	// under the task directory's lock.
+	req := deletion.Request{Namespace: t.Namespace, ID: t.ID, Bundle: t.Path, Mounts: r.mounts, Prober: r.prober}
+	run := RunDelete(ctx, req, TriggerGC, r.opts.Metrics)
 	t.Delete, t.report = &run.Record, run.Report
 	switch {
 	case run.Record.Result == ResultRefused:
