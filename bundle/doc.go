@@ -22,10 +22,12 @@
 //     no binary name is configured, and so names nothing). Files are read
 //     with O_NOFOLLOW, must be regular and are size-bounded. runc's state is
 //     looked for under the runc root also when the task directory is gone;
-//   - the one reader of each file others read too: ReadRuncState (runc's
-//     state.json), ReadShimBinaryPath (shim-binary-path) and ReadSandbox,
-//     which Load uses and package ops calls, and TaskStateDirName, the one
-//     spelling of "io.containerd.runtime.v2.task";
+//   - the readers of the files other packages need without a whole Load:
+//     ReadRuncState (runc's state.json), ReadShimBinaryPath
+//     (shim-binary-path) and ReadSandbox, with Load's checks (Load uses
+//     them), so that no package reads those files its own way; and
+//     TaskStateDirName, the one spelling of
+//     "io.containerd.runtime.v2.task";
 //   - UnmountAll: unmounting every mount at or below a path, deepest first,
 //     with a detach fallback, the mounts taken from a reading of the mount
 //     table (package mounttable; one gc sweep shares one) and each
