@@ -7,7 +7,9 @@
 // A delete containerd runs never signals a shim that answers: containerd
 // 2.x runs `delete` for a pod's sandbox while the sandbox's shim serves the
 // pod's other containers (ask.go). A delete by hand without -force and gc
-// touch only tasks whose shim Prober.Probe calls dead: the socket's answer,
+// touch only tasks whose shim Prober.Probe calls dead (ProbeAnswered when
+// the delete has asked the socket itself, under the task's lock): the
+// socket's answer,
 // then the processes that are shims (their executable is a shim binary, in
 // this mount namespace) holding the task's socket, then whether the
 // container's verified init is such a shim's child; anything it cannot
