@@ -4,18 +4,17 @@
 // is one of: dead (nothing listens), hung (accepted, no answer), answers
 // (alive, whatever the call returned), or unknown (counts as alive).
 //
-// A delete containerd runs never signals a shim that answers: containerd
-// 2.x runs `delete` for a pod's sandbox while the sandbox's shim serves the
+// A delete containerd runs never signals a shim that answers: containerd 2.x
+// runs `delete` for a pod's sandbox while the sandbox's shim serves the
 // pod's other containers (ask.go). A delete by hand without -force and gc
 // touch only tasks whose shim Prober.Probe calls dead (ProbeAnswered when
 // the delete has asked the socket itself, under the task's lock): the
-// socket's answer,
-// then the processes that are shims (their executable is a shim binary, in
-// this mount namespace) holding the task's socket, then whether the
-// container's verified init is such a shim's child; anything it cannot
-// rule out counts as alive. It also finds, with proof, the process that is
-// a task's shim (Prober.TaskShims: a real shim whose command line names
-// the task, listening on the task's socket or the parent of the
+// socket's answer, then the processes that are shims (their executable is a
+// shim binary, in this mount namespace) holding the task's socket, then
+// whether the container's verified init is such a shim's child; anything it
+// cannot rule out counts as alive. It also finds, with proof, the process
+// that is a task's shim (Prober.TaskShims: a real shim whose command line
+// names the task, listening on the task's socket or the parent of the
 // container's verified init), for the delete path to kill a hung shim.
 //
 // A process's state, parent and start time are read through package
