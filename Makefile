@@ -65,7 +65,7 @@ vet:
 
 # Unit tests: real mounts, real cgroups, real processes (root).
 unit:
-	$(GOTEST) -count=1 $(foreach p,$(PKGS),./$(p)/...)
+	$(GOTEST) -count=1 $(foreach p,$(PKGS),./$(p)/...) ./tests/harness/ ./tools/results/
 
 # End-to-end: a private containerd of every supported line with real runc,
 # ours and that line's upstream shim side by side (upstream's is also our
@@ -244,7 +244,10 @@ node: node-deps build $(call daemon_bin,2.4)
 # relative path is from the repository root; unset: nothing written), never
 # copied by hand. E.g. `make e2e interrupt RESULTS_DIR=tests/out/results`,
 # then `make results`. The document names the runs, commands and commit.
-RESULTS_DIR ?= tests/out/results
+RESULTS_DIR ?= $(CURDIR)/tests/out/results
+# Every suite run by make writes its rows there, so that `make test` (and
+# CI) leaves what `make results` renders.
+export RESULTS_DIR
 .PHONY: results
 results:
-	$(GO) run ./tools/results -dir $(RESULTS_DIR) -o docs/results.md -command "make results RESULTS_DIR=$(RESULTS_DIR)"
+	$(GO) run ./tools/results -dir $(RESULTS_DIR) -o docs/results.md -command "make results"

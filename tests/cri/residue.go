@@ -86,7 +86,20 @@ func (p *Pod) tasks() []*Task {
 func (p *Pod) Residue(ctx context.Context) harness.Residue {
 	var r harness.Residue
 	add := func(kind, what string) { r = append(r, harness.Leftover{Kind: kind, What: what}) }
-	exists := func(p string) bool { _, err := os.Lstat(p); return err == nil }
+	// exists probes a path: only ENOENT (or ENOTDIR: a parent is no longer
+	// a directory) is gone; any other error (EACCES, EIO) is not known to
+	// be gone and fails the check as a harness.KindProbe leftover.
+	exists := func(p string) bool {
+		switch _, err := os.Lstat(p); {
+		case err == nil:
+			return true
+		case errors.Is(err, os.ErrNotExist), errors.Is(err, unix.ENOTDIR):
+			return false
+		default:
+			add(harness.KindProbe, fmt.Sprintf("%s: %v", p, err))
+			return false
+		}
+	}
 	var mountDirs []string
 	for _, t := range p.tasks() {
 		for _, d := range []string{t.Bundle, dotted(t.Bundle)} {
