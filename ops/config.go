@@ -11,6 +11,8 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 	"golang.org/x/sys/unix"
+
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/bundle"
 )
 
 // DefaultContainerdConfig is containerd's configuration file when it runs
@@ -24,10 +26,11 @@ const (
 	DefaultContainerdState = "/run/containerd"
 )
 
-// TaskStateDirName is the runtime v2 task plugin's directory under
-// containerd's `state` (task directories: <state>/<TaskStateDirName>/<ns>/<id>)
-// and under its `root` (work directories, same layout).
-const TaskStateDirName = "io.containerd.runtime.v2.task"
+// TaskStateDirName is bundle.TaskStateDirName, the runtime v2 task
+// plugin's directory under containerd's `state` (task directories:
+// <state>/<TaskStateDirName>/<ns>/<id>) and under its `root` (work
+// directories, same layout), for ops' callers that do not import bundle.
+const TaskStateDirName = bundle.TaskStateDirName
 
 // ContainerdConfig is what gc reads from containerd's configuration: the
 // top-level keys `version`, `root`, `state` and `imports`, from the file

@@ -15,7 +15,9 @@
 // report's text and JSON), delete.go (RunDelete, exit statuses),
 // record.go, metrics.go, progress.go, config.go.
 //
-// It never deletes anything itself: every task directory goes through
+// It reads a task directory, its shim-binary-path and runc's state.json
+// only through package bundle (Load, ReadRuncState), and /proc only
+// through liveness. It never deletes anything itself: every task directory goes through
 // deletion.Delete (RunDelete), and gc's only when bundle.CheckTaskDir finds
 // evidence that it is one and liveness says its shim is dead. It never
 // touches residue outside task directories, never writes containerd's

@@ -17,7 +17,7 @@ import (
 // DefaultStateDir is containerd's runtime v2 task state directory with the
 // default configuration (state = "/run/containerd"), in containerd 1.6, 1.7
 // and 2.x: task directories are <DefaultStateDir>/<namespace>/<id>.
-const DefaultStateDir = "/run/containerd/io.containerd.runtime.v2.task"
+const DefaultStateDir = DefaultContainerdState + "/" + bundle.TaskStateDirName
 
 // DefaultOlderThan is gc's default age threshold: a task directory whose
 // mtime is younger may be one containerd is still creating or deleting.

@@ -92,7 +92,10 @@ func newGCNode(t *testing.T) *gcNode {
 	if err := os.MkdirAll(ghost, 0o711); err != nil {
 		t.Fatal(err)
 	}
-	st, _ := json.Marshal(map[string]any{"id": "ghost", "init_process_pid": n.ghostInit.Process.Pid, "init_process_start": testutil.StartTime(t, n.ghostInit.Process.Pid)})
+	// As runc writes it: the id, the init's pid and start time, the
+	// cgroup configuration (bundle.ReadRuncState reads nothing less).
+	st, _ := json.Marshal(map[string]any{"id": "ghost", "init_process_pid": n.ghostInit.Process.Pid, "init_process_start": testutil.StartTime(t, n.ghostInit.Process.Pid),
+		"config": map[string]any{"cgroups": map[string]any{"path": "/" + n.ns1 + "/ghost"}}})
 	if err := os.WriteFile(filepath.Join(ghost, "state.json"), st, 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package ops
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -38,13 +37,10 @@ func (r *gcRun) scanResidue() {
 	r.scanSystemdScopes()
 }
 
-// runcStateFile is the part of runc's state.json the residue scan reads.
-type runcStateFile struct {
-	ID        string `json:"id"`
-	InitPid   int    `json:"init_process_pid"`
-	InitStart uint64 `json:"init_process_start"`
-}
-
+// scanRuncRoot reports runc state directories <root>/<ns>/<id> of tasks
+// without a task directory, read with bundle.ReadRuncState; one whose
+// init is alive and a shim's child is a live task of another state
+// directory, not residue.
 func (r *gcRun) scanRuncRoot(root string) {
 	nss, err := readDirNames(root)
 	if err != nil {
@@ -71,22 +67,19 @@ func (r *gcRun) scanRuncRoot(root string) {
 				continue
 			}
 			detail := "no task directory"
-			data, err := readSmallFile(filepath.Join(dir, "state.json"))
-			var st runcStateFile
+			st, err := bundle.ReadRuncState(root, ns, id)
 			switch {
 			case err != nil:
 				detail += fmt.Sprintf("; state.json unreadable: %v", err)
-			case json.Unmarshal(data, &st) != nil:
-				detail += "; state.json is not JSON"
-			case st.InitPid > 0:
-				ps, err := liveness.ReadStat(st.InitPid)
+			case st.InitProcessPid > 0:
+				ps, err := liveness.ReadStat(st.InitProcessPid)
 				switch {
-				case err != nil || ps.Exited() || ps.Start != st.InitStart:
-					detail += fmt.Sprintf("; init %d gone", st.InitPid)
+				case err != nil || ps.Exited() || ps.Start != st.InitProcessStartTime:
+					detail += fmt.Sprintf("; init %d gone", st.InitProcessPid)
 				case r.prober.ShimPid(ps.PPid, "") > 0:
 					continue // a live task of another state directory
 				default:
-					detail += fmt.Sprintf("; init %d alive without a shim", st.InitPid)
+					detail += fmt.Sprintf("; init %d alive without a shim", st.InitProcessPid)
 				}
 			}
 			r.g.Residue = append(r.g.Residue, GCResidue{Kind: ResidueRuncState, Namespace: ns, ID: id, Paths: []string{dir}, Detail: detail})

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -135,21 +134,18 @@ func (r *gcRun) task(ns, name string) (t GCTask, ok bool) {
 	return t, true
 }
 
-// shimBinaryPathFile is what containerd ≥ 1.6 writes in a task directory
-// when the runtime has a runtime_path: the shim binary.
-const shimBinaryPathFile = "shim-binary-path"
-
 // runcEvidence says whether a task directory is recognisably runc v2's: a
 // shim-binary-path naming a containerd-shim-runc-v2* binary, or (without
-// one) a `runtime` or options.json file, or runc state for the task. A
-// shim-binary-path naming another shim rules it out.
+// one that bundle.ReadShimBinaryPath, through Load, could read) a `runtime`
+// or options.json file, or runc state for the task. A shim-binary-path
+// naming another shim rules it out.
 func runcEvidence(path string, b *bundle.Bundle) (bool, string) {
-	if data, err := readSmallFile(filepath.Join(path, shimBinaryPathFile)); err == nil {
-		name := filepath.Base(strings.TrimSpace(string(data)))
+	if b.ShimBinaryPath != "" {
+		name := filepath.Base(b.ShimBinaryPath)
 		if strings.HasPrefix(name, "containerd-shim-runc-v2") {
 			return true, ""
 		}
-		return false, fmt.Sprintf("%s names %.100q, not a runc v2 shim", shimBinaryPathFile, name)
+		return false, fmt.Sprintf("%s names %.100q, not a runc v2 shim", bundle.ShimBinaryPathFile, name)
 	}
 	for _, f := range []string{bundle.RuntimeFile, bundle.OptionsFile} {
 		if _, err := os.Lstat(filepath.Join(path, f)); err == nil {
@@ -163,23 +159,6 @@ func runcEvidence(path string, b *bundle.Bundle) (bool, string) {
 		return true, ""
 	}
 	return false, "no runtime, options.json, shim-binary-path or runc state: not recognisably a runc v2 task (delete it by hand if it is one)"
-}
-
-// readSmallFile reads a small regular file without following a symlink.
-func readSmallFile(path string) ([]byte, error) {
-	fi, err := os.Lstat(path)
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", path)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, 64<<10))
 }
 
 // readDirNames lists the names of the entries of dir, sorted.
