@@ -193,20 +193,7 @@ func TestManualDeleteFromAnywhere(t *testing.T) {
 		sock := shimSocketPath(t)
 		testutil.Listen(t, sock)
 		id, dir := newTask(t, map[string]string{"address": "unix://" + sock, "runtime": ""})
-		code, out, _ := manualDelete(t, elsewhere, "-namespace", testNS, "-id", id, "--state-dir", state, "--format", "json", "delete")
-		if code != ExitRefused {
-			t.Fatalf("exit %d, want %d", code, ExitRefused)
-		}
-		var rec ops.DeleteRecord
-		if err := json.Unmarshal(out, &rec); err != nil {
-			t.Fatal(err)
-		}
-		if rec.Result != ops.ResultRefused || !strings.Contains(rec.Error, "got no answer") || len(rec.Steps) != 0 {
-			t.Errorf("record: %+v", rec)
-		}
-		if _, err := os.Stat(dir); err != nil {
-			t.Fatalf("refused, yet the task directory is gone: %v", err)
-		}
+		refused(t, elsewhere, dir, "got no answer", "-namespace", testNS, "-id", id, "--state-dir", state, "--format", "json", "delete")
 		code, _, stderr := manualDelete(t, elsewhere, "-namespace", testNS, "-id", id, "--state-dir", state, "-force", "delete")
 		if code != ExitOK {
 			t.Fatalf("forced: exit %d", code)
@@ -229,20 +216,7 @@ func TestManualDeleteFromAnywhere(t *testing.T) {
 		if err := os.Remove(sock); err != nil {
 			t.Fatal(err)
 		}
-		code, out, _ := manualDelete(t, elsewhere, "-namespace", testNS, "-id", id, "--state-dir", state, "--format", "json", "delete")
-		if code != ExitRefused {
-			t.Fatalf("exit %d, want %d", code, ExitRefused)
-		}
-		var rec ops.DeleteRecord
-		if err := json.Unmarshal(out, &rec); err != nil {
-			t.Fatal(err)
-		}
-		if rec.Result != ops.ResultRefused || rec.Bundle != dir || !strings.Contains(rec.Error, "-force") {
-			t.Errorf("record: %+v", rec)
-		}
-		if _, err := os.Stat(dir); err != nil {
-			t.Fatalf("refused, yet the task directory is gone: %v", err)
-		}
+		refused(t, elsewhere, dir, "holds the task's socket", "-namespace", testNS, "-id", id, "--state-dir", state, "--format", "json", "delete")
 		if !testutil.Alive(shim.Process.Pid) {
 			t.Errorf("refused, yet the shim %d was killed", shim.Process.Pid)
 		}
@@ -254,6 +228,28 @@ func TestManualDeleteFromAnywhere(t *testing.T) {
 			t.Fatalf("exit %d, want %d", code, ExitUsage)
 		}
 	})
+}
+
+// refused runs a delete by hand from the directory from with args (with
+// --format json) and checks it was refused: ExitRefused, the JSON record
+// (result refused, the task directory dir, why containing because, how to
+// delete it instead, no steps) on stdout, the task directory in place.
+func refused(t *testing.T, from, dir, because string, args ...string) {
+	t.Helper()
+	code, stdout, _ := manualDelete(t, from, args...)
+	if code != ExitRefused {
+		t.Fatalf("exit %d, want %d", code, ExitRefused)
+	}
+	var rec ops.DeleteRecord
+	if err := json.Unmarshal(stdout, &rec); err != nil {
+		t.Fatalf("stdout is not one JSON record: %v: %q", err, stdout)
+	}
+	if rec.Result != ops.ResultRefused || rec.Bundle != dir || !strings.Contains(rec.Error, because) || !strings.Contains(rec.Error, "task delete --force") || !strings.Contains(rec.Error, "-force to kill") || len(rec.Steps) != 0 {
+		t.Errorf("record: %+v", rec)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("refused, yet the task directory is gone: %v", err)
+	}
 }
 
 func TestRunGCUsage(t *testing.T) {
