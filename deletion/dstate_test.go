@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/internal/procstat"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/internal/testutil"
 )
 
@@ -137,11 +138,12 @@ func taskStates(pid int) string {
 	}
 	var b strings.Builder
 	for _, e := range ents {
-		stat, _ := os.ReadFile(filepath.Join(dir, e.Name(), "stat"))
 		wchan, _ := os.ReadFile(filepath.Join(dir, e.Name(), "wchan"))
 		state := "?"
-		if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) {
-			state = string(stat[i+2])
+		if tid, err := strconv.Atoi(e.Name()); err == nil {
+			if st, err := procstat.ReadTask(pid, tid); err == nil {
+				state = string(st.State)
+			}
 		}
 		fmt.Fprintf(&b, "%s:%s:%s ", e.Name(), state, wchan)
 	}
@@ -380,13 +382,9 @@ func TestUninterruptibleShimHelper(t *testing.T) {
 
 // procState is the state letter of /proc/<pid>/stat, or 0.
 func procState(pid int) byte {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := procstat.Read(pid)
 	if err != nil {
 		return 0
 	}
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 || i+2 >= len(data) {
-		return 0
-	}
-	return data[i+2]
+	return st.State
 }
