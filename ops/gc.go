@@ -237,8 +237,8 @@ func (g *GCReport) ExitStatus() int {
 func (g *GCReport) Failed() bool { return g.ExitStatus() != ExitOK }
 
 // GC finds the orphaned runc v2 task directories under the state directory
-// in every namespace (or opts.Namespace) and deletes each with deletion.Delete, as
-// containerd would have: an orphan's shim is dead (its socket is missing or
+// in every namespace (or opts.Namespace) and deletes each with RunDelete
+// (deletion.Delete, as containerd would have, recorded and counted): an orphan's shim is dead (its socket is missing or
 // refuses connections, no shim process runs for the task, and the
 // container's verified init is not a shim's child) and its task directory
 // is older than opts.OlderThan by its mtime (and, without a recorded shim
@@ -248,18 +248,25 @@ func (g *GCReport) Failed() bool { return g.ExitStatus() != ExitOK }
 // <dir>/<x>/<y>) or not recognisably runc v2's (see runcEvidence) are left
 // (status skipped), and so said.
 //
-// It first looks at every task directory (namespaces and ids in name
-// order), then runs the orphans' deletes, opts.Parallel at a time,
-// reporting each end to opts.Progress. The report lists the tasks in the
-// order they were looked at, whatever the order in which deletes end.
+// It reads as its four steps:
 //
-// After the deletes it scans for residue outside task directories that it
-// can attribute to a dead task (runc state, cgroups, containerd's
-// half-done removals) and reports it without touching it.
+//  1. sweep (sweep.go): every task directory looked at and classified
+//     (namespaces and ids in name order); nothing deleted;
+//  2. deleteAll (gcdelete.go): the orphans' deletes, opts.Parallel at a
+//     time, each orphan looked at again just before (recheck), each end
+//     reported to opts.Progress; when ctx ends, during the sweep or the
+//     deletes, the orphans found whose delete has not started are left
+//     and say so;
+//  3. scanResidue (residue.go, systemd.go): what is outside task
+//     directories that it can attribute to a dead task (runc state,
+//     cgroups, systemd scopes, containerd's half-done removals), reported
+//     without touching it;
+//  4. the summary and the metrics (opts.Metrics).
 //
-// With opts.DryRun it only reads: the report says what it would delete and
-// why. GC never returns an error: what went wrong is in the report (see
-// GCReport.Failed).
+// The report lists the tasks in the order they were looked at, whatever
+// the order in which deletes end. With opts.DryRun it only reads: the
+// report says what it would delete and why. GC never returns an error:
+// what went wrong is in the report (see GCReport.ExitStatus).
 func GC(ctx context.Context, opts GCOptions) *GCReport {
 	if opts.StateDir == "" {
 		opts.StateDir = DefaultStateDir
