@@ -111,9 +111,10 @@ func makeOrphansMounted(t testing.TB, state, runcRoot, dead string, nss []string
 	return o
 }
 
-// containerCgroup is testutil.ContainerCgroup for a testing.TB: cgroup
-// rel in every hierarchy (cgroups.Hierarchies), pid moved into it;
-// Cleanup removes what is left.
+// containerCgroup is testutil.ContainerCgroup for a testing.TB (the
+// benchmark's *testing.B): cgroup rel in every hierarchy
+// (cgroups.Hierarchies), pid moved into it; Cleanup removes what is left.
+// It goes once testutil's helpers take a testing.TB.
 func containerCgroup(t testing.TB, rel string, pid int) []string {
 	t.Helper()
 	mounts, err := cgroups.Hierarchies()
