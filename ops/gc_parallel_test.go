@@ -18,9 +18,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
-	"github.com/shimrobust/containerd-shim-runc-v2-robust/cgroups"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/internal/testutil"
-	"github.com/shimrobust/containerd-shim-runc-v2-robust/liveness"
 )
 
 // orphans is a state directory of orphaned runc v2 task directories laid
@@ -67,7 +65,7 @@ func makeOrphansMounted(t testing.TB, state, runcRoot, dead string, nss []string
 			p := startReapedSleeper(t)
 			pid := p.Process.Pid
 			o.procs = append(o.procs, p)
-			o.cgroups = append(o.cgroups, containerCgroup(t, rel, pid)...)
+			o.cgroups = append(o.cgroups, testutil.ContainerCgroup(t, rel, pid)...)
 			spec, _ := json.Marshal(&specs.Spec{Version: specs.Version, Linux: &specs.Linux{CgroupsPath: rel}})
 			files["config.json"] = string(spec)
 			files["init.pid"] = strconv.Itoa(pid)
@@ -80,7 +78,7 @@ func makeOrphansMounted(t testing.TB, state, runcRoot, dead string, nss []string
 					t.Fatal(err)
 				}
 				st, _ := json.Marshal(map[string]any{
-					"id": id, "init_process_pid": pid, "init_process_start": startTime(t, pid),
+					"id": id, "init_process_pid": pid, "init_process_start": testutil.StartTime(t, pid),
 					"created": time.Now(), "config": map[string]any{"rootfs": filepath.Join(dir, "rootfs"), "cgroups": map[string]any{"path": rel}},
 					"cgroup_paths": map[string]string{},
 				})
@@ -111,52 +109,6 @@ func makeOrphansMounted(t testing.TB, state, runcRoot, dead string, nss []string
 	return o
 }
 
-// containerCgroup is testutil.ContainerCgroup for a testing.TB (the
-// benchmark's *testing.B): cgroup rel in every hierarchy
-// (cgroups.Hierarchies), pid moved into it; Cleanup removes what is left.
-// It goes once testutil's helpers take a testing.TB.
-func containerCgroup(t testing.TB, rel string, pid int) []string {
-	t.Helper()
-	mounts, err := cgroups.Hierarchies()
-	if err != nil || len(mounts) == 0 {
-		t.Fatalf("cgroup hierarchies: %v (%d found)", err, len(mounts))
-	}
-	var dirs []string
-	t.Cleanup(func() {
-		for _, d := range dirs {
-			_ = unix.Rmdir(d)
-			_ = unix.Rmdir(filepath.Dir(d))
-		}
-	})
-	for _, m := range mounts {
-		dir := filepath.Join(m, rel)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		dirs = append(dirs, dir)
-		// v1 cpuset needs cpus and mems before it takes tasks.
-		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
-			if parent, err := os.ReadFile(filepath.Join(m, f)); err == nil {
-				_ = os.WriteFile(filepath.Join(filepath.Dir(dir), f), parent, 0o644)
-				_ = os.WriteFile(filepath.Join(dir, f), parent, 0o644)
-			}
-		}
-		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
-			t.Fatalf("move %d into %s: %v", pid, dir, err)
-		}
-	}
-	return dirs
-}
-
-// startTime is pid's start time as runc records it (liveness.ReadStat).
-func startTime(t testing.TB, pid int) uint64 {
-	t.Helper()
-	st, err := liveness.ReadStat(pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st.Start
-}
 
 // startReapedSleeper starts `sleep` and reaps it as soon as it dies, as a
 // container's init is reaped; Cleanup kills it.

@@ -23,7 +23,7 @@ import (
 )
 
 // NeedRoot fails the test unless it runs as root.
-func NeedRoot(t *testing.T) {
+func NeedRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("FATAL: the delete path tests need root (real cgroups, mounts, processes); run them as root")
@@ -82,8 +82,10 @@ func Alive(pid int) bool {
 	return rest[0] != 'Z' && rest[0] != 'X'
 }
 
-// StartTime is pid's start time (clock ticks since boot).
-func StartTime(t *testing.T, pid int) uint64 {
+// StartTime is pid's start time (clock ticks since boot). It parses
+// /proc/<pid>/stat itself, not through internal/procstat: it is the
+// independent reading procstat's tests compare with.
+func StartTime(t testing.TB, pid int) uint64 {
 	t.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -99,7 +101,7 @@ func StartTime(t *testing.T, pid int) uint64 {
 }
 
 // CgroupMounts returns the mount points of every cgroup hierarchy.
-func CgroupMounts(t *testing.T) []string {
+func CgroupMounts(t testing.TB) []string {
 	t.Helper()
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
@@ -126,7 +128,7 @@ func CgroupMounts(t *testing.T) []string {
 // ContainerCgroup creates cgroup path rel in every hierarchy, moves the
 // given pids into it, and returns the directories. Cleanup removes what is
 // left.
-func ContainerCgroup(t *testing.T, rel string, pids ...int) []string {
+func ContainerCgroup(t testing.TB, rel string, pids ...int) []string {
 	t.Helper()
 	var dirs []string
 	for _, m := range CgroupMounts(t) {
@@ -191,7 +193,7 @@ func Listen(t *testing.T, path string) {
 }
 
 // DeadSocket leaves a unix socket file at path that nobody listens on.
-func DeadSocket(t *testing.T, path string) {
+func DeadSocket(t testing.TB, path string) {
 	t.Helper()
 	l, err := net.Listen("unix", path)
 	if err != nil {

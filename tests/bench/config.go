@@ -47,7 +47,7 @@ type config struct {
 	// Workers is how many containers are set up at a time (untimed).
 	Workers int `json:"setup_workers"`
 	// GCOrphans is the number of orphans of the gc phase (ops'
-	// TestGCScale); 0 skips it.
+	// BenchmarkGCScale); 0 skips it.
 	GCOrphans int `json:"gc_orphans"`
 
 	Lines   []line `json:"lines"`
@@ -77,7 +77,7 @@ func parseConfig(args []string) (config, error) {
 	fs.IntVar(&c.Starts, "starts", 60, "timed container create+starts per shim, on each line (each shim then sampled for RSS)")
 	fs.IntVar(&c.RSSSamples, "rss-samples", 5, "VmRSS samples per idle shim")
 	fs.IntVar(&c.Workers, "setup-workers", 2, "containers set up at a time (untimed)")
-	fs.IntVar(&c.GCOrphans, "gc", 1000, "orphans swept by the gc phase (go test ./ops -run TestGCScale -gcscale=N); 0 skips it")
+	fs.IntVar(&c.GCOrphans, "gc", 1000, "orphans swept by the gc phase (go test ./ops -run BenchmarkGCScale -gcscale=N); 0 skips it")
 	containerds := fs.String("containerd", "/usr/bin/containerd,"+filepath.Join(root, "bin/containerd-2.4/containerd"),
 		"comma-separated containerd binaries, one per line measured; each line's upstream shim (baseline and our delegate) is the containerd-shim-runc-v2 next to it")
 	upstreams := fs.String("upstream", "", "comma-separated upstream shims, one per -containerd (default: containerd-shim-runc-v2 next to each containerd)")

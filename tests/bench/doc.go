@@ -51,7 +51,7 @@
 // the steps our delete reports as slow.
 //
 // Last, the sweep of many orphans (`gc`, issue 12 item 4): ops' own scale
-// benchmark, run as `go test ./ops -run TestGCScale -gcscale=N -v` (-gc N,
+// benchmark, run as `go test ./ops -run ^$ -bench BenchmarkGCScale -benchtime 1x -gcscale=N -v` (-gc N,
 // default 1000), which builds our binary from the tree and times `gc` at
 // the default parallelism, `gc --parallel 1`, and the same deletes one by
 // one, each on orphans laid out afresh (one in four with a live container

@@ -15,8 +15,8 @@ import (
 // gcTimeout bounds the gc phase (1000 orphans take ~3 min on 2 cores).
 const gcTimeout = 10 * time.Minute
 
-// gcResult is the gc phase: ops' own scale benchmark, TestGCScale, run as
-// its author runs it (go test ./ops -run TestGCScale -gcscale=N -v): the
+// gcResult is the gc phase: ops' own scale benchmark, BenchmarkGCScale, run as
+// its author runs it (go test ./ops -run ^$ -bench BenchmarkGCScale -benchtime 1x -gcscale=N -v): the
 // built binary sweeps N orphans (one in four with a live container
 // process) with `gc` at the default parallelism, with `gc --parallel 1`,
 // and as one `delete` process per task one after another, each on orphans
@@ -35,17 +35,17 @@ type gcResult struct {
 	DurationS  float64 `json:"duration_s"`
 }
 
-// gcRun is one of TestGCScale's runs.
+// gcRun is one of BenchmarkGCScale's runs.
 type gcRun struct {
 	Name       string  `json:"name"`
 	ElapsedMS  float64 `json:"elapsed_ms"`
 	PeakRSSMiB float64 `json:"peak_rss_mib"`
 	Processes  int     `json:"processes"`
-	// RSSOf says whose peak RSS it is, as TestGCScale wrote it.
+	// RSSOf says whose peak RSS it is, as BenchmarkGCScale wrote it.
 	RSSOf string `json:"peak_rss_of"`
 }
 
-// gcRunLine is one of TestGCScale's result lines:
+// gcRunLine is one of BenchmarkGCScale's result lines:
 // "<name>  <elapsed>  <x>x one by one  <y>x --parallel 1  peak RSS <m> MiB (<how>)",
 // where how names the processes run ("1 process", "largest of 1 sampled
 // of 1000 processes").
@@ -54,10 +54,10 @@ var (
 	lastNumber = regexp.MustCompile(`(\d+)\D*$`)
 )
 
-// gcPhase runs TestGCScale with n orphans.
+// gcPhase runs BenchmarkGCScale with n orphans.
 func gcPhase(ctx context.Context, cfg config, n int) (res gcResult, err error) {
 	res.N = n
-	args := []string{"test", "-count=1", "-timeout", gcTimeout.String(), "-run", "^TestGCScale$", "./ops", "-gcscale=" + strconv.Itoa(n), "-v"}
+	args := []string{"test", "-count=1", "-timeout", gcTimeout.String(), "-run", "^$", "-bench", "^BenchmarkGCScale$", "-benchtime", "1x", "./ops", "-gcscale=" + strconv.Itoa(n), "-v"}
 	res.Command = "go " + strings.Join(args, " ")
 	progress("gc: %s", res.Command)
 	gobin, err := exec.LookPath("go")
@@ -100,7 +100,7 @@ func gcPhase(ctx context.Context, cfg config, n int) (res gcResult, err error) {
 		return res, fmt.Errorf("%s: passed, but its figures could not be read (%d result lines); its log is in the result file", res.Command, len(res.Runs))
 	}
 	// gc at the default parallelism over the same deletes one by one: by
-	// name, else the first run over the last (TestGCScale's order).
+	// name, else the first run over the last (BenchmarkGCScale's order).
 	gc, base := res.Runs[0], res.Runs[len(res.Runs)-1]
 	for _, r := range res.Runs {
 		switch {

@@ -27,7 +27,7 @@ type result struct {
 	Reaper string       `json:"reaper"`
 	Start  *startResult `json:"start,omitempty"`
 	Lines  []lineResult `json:"lines"`
-	// GC is the sweep of many orphans (ops' TestGCScale); nil when -gc 0
+	// GC is the sweep of many orphans (ops' BenchmarkGCScale); nil when -gc 0
 	// or when it failed before any figure.
 	GC        *gcResult `json:"gc,omitempty"`
 	Targets   []target  `json:"targets"`
