@@ -109,7 +109,6 @@ func makeOrphansMounted(t testing.TB, state, runcRoot, dead string, nss []string
 	return o
 }
 
-
 // startReapedSleeper starts `sleep` and reaps it as soon as it dies, as a
 // container's init is reaped; Cleanup kills it.
 func startReapedSleeper(t testing.TB) *exec.Cmd {
