@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/shimrobust/containerd-shim-runc-v2-robust/delegate"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/install"
 	"github.com/shimrobust/containerd-shim-runc-v2-robust/ops"
 )
@@ -27,7 +28,8 @@ func RunInstall(ctx context.Context, args []string, uninstall bool, stdout, stde
 	var mode, restart string
 	fs.StringVar(&mode, "mode", string(install.ModeRuntimeClass), "runtime-class: a CRI runtime --handler served by this binary; default: containerd's default CRI runtime (runc) served by it")
 	fs.StringVar(&o.Handler, "handler", install.DefaultHandler, "the CRI runtime (RuntimeClass handler) of --mode runtime-class")
-	fs.BoolVar(&o.ReplaceShimBinary, "replace-shim-binary", false, "also serve non-CRI clients by a dpkg-divert of upstream's binary (refused without dpkg; not implemented yet)")
+	fs.BoolVar(&o.ReplaceShimBinary, "replace-shim-binary", false, "with --mode default: also serve non-CRI clients (ctr, nerdctl, Docker): dpkg-divert upstream's binary (--upstream-shim) to "+delegate.DivertedName+" and put this binary (--shim-path) in its place; Debian-family hosts only; undone by uninstall")
+	fs.StringVar(&o.UpstreamShim, "upstream-shim", install.DefaultUpstreamShim, "upstream's binary as containerd's package installed it (see dpkg -S "+delegate.BinaryName+"), the host's path; for --replace-shim-binary")
 	fs.StringVar(&o.Config, "config", ops.DefaultContainerdConfig, "containerd's main configuration file (the host's path)")
 	fs.StringVar(&o.HostRoot, "host-root", "/", "where the host's root is mounted (a DaemonSet's hostPath)")
 	fs.BoolVar(&o.DryRun, "dry-run", false, "print the files it would write; change nothing")

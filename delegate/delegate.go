@@ -18,6 +18,12 @@ const EnvDelegate = "CONTAINERD_SHIM_ROBUST_DELEGATE"
 // installs it.
 const BinaryName = "containerd-shim-runc-v2"
 
+// DivertedName is upstream's binary as `dpkg-divert --local --rename`
+// leaves it by default (`install --replace-shim-binary`): BinaryName +
+// ".distrib", in BinaryName's directory. Find tries it only beside a
+// BinaryName that is this very binary.
+const DivertedName = BinaryName + ".distrib"
+
 // selfExe is this process's executable; tests point it elsewhere.
 var selfExe = "/proc/self/exe"
 
@@ -34,18 +40,36 @@ func (e *NotFoundError) Error() string {
 // Find returns the delegate's absolute path. When $EnvDelegate is set, it
 // is the only candidate: it must be absolute, executable and not this
 // binary. Otherwise BinaryName next to this binary, then on $PATH, each
-// skipped when it is this binary or not an executable file. The error is a
-// *NotFoundError naming every place looked at.
+// skipped when it is this binary or not an executable file; where such a
+// BinaryName is this binary (ours installed under upstream's name with
+// dpkg-divert), DivertedName in the same directory is tried next, before
+// any later candidate. The error is a *NotFoundError naming every place
+// looked at.
 func Find() (string, error) {
 	self, selfErr := os.Stat(selfExe)
 	looked := &NotFoundError{}
-	try := func(p, source string) bool {
+	// try returns "" when p is taken, else why not, recorded in looked.
+	try := func(p, source string) string {
 		why := check(p, self, selfErr)
-		if why == "" {
-			return true
+		if why != "" {
+			looked.Looked = append(looked.Looked, fmt.Sprintf("%s %s %s", source, p, why))
 		}
-		looked.Looked = append(looked.Looked, fmt.Sprintf("%s %s %s", source, p, why))
-		return false
+		return why
+	}
+	// take is try, then, when p is this binary under BinaryName, the
+	// diverted upstream beside it; it returns the path taken or "".
+	take := func(p, source string) string {
+		why := try(p, source)
+		switch {
+		case why == "":
+			return p
+		case why != whySelf || filepath.Base(p) != BinaryName:
+			return ""
+		}
+		if d := filepath.Join(filepath.Dir(p), DivertedName); try(d, "diverted beside it:") == "" {
+			return d
+		}
+		return ""
 	}
 
 	if env, ok := os.LookupEnv(EnvDelegate); ok && env != "" {
@@ -53,15 +77,14 @@ func Find() (string, error) {
 			looked.Looked = append(looked.Looked, fmt.Sprintf("$%s=%q is not an absolute path", EnvDelegate, env))
 			return "", looked
 		}
-		if try(filepath.Clean(env), "$"+EnvDelegate) {
+		if try(filepath.Clean(env), "$"+EnvDelegate) == "" {
 			return filepath.Clean(env), nil
 		}
 		return "", looked
 	}
 
 	if exe, err := os.Readlink(selfExe); err == nil && filepath.IsAbs(exe) {
-		p := filepath.Join(filepath.Dir(exe), BinaryName)
-		if try(p, "next to this binary:") {
+		if p := take(filepath.Join(filepath.Dir(exe), BinaryName), "next to this binary:"); p != "" {
 			return p, nil
 		}
 	}
@@ -79,7 +102,7 @@ func Find() (string, error) {
 			continue
 		}
 		onPath = true
-		if try(p, "on $PATH:") {
+		if p := take(p, "on $PATH:"); p != "" {
 			return p, nil
 		}
 	}
@@ -88,6 +111,9 @@ func Find() (string, error) {
 	}
 	return "", looked
 }
+
+// whySelf is check's answer for this very binary.
+const whySelf = "is this binary"
 
 // check returns "" when p is an executable regular file that is not this
 // binary, else why not.
@@ -106,7 +132,7 @@ func check(p string, self os.FileInfo, selfErr error) string {
 		// Without knowing ourselves we cannot rule out exec'ing ourselves.
 		return "cannot be told apart from this binary: " + selfErr.Error()
 	case os.SameFile(st, self):
-		return "is this binary"
+		return whySelf
 	}
 	return ""
 }

@@ -87,6 +87,75 @@ func TestFind(t *testing.T) {
 			t.Fatalf("Find() = %q, %v", got, err)
 		}
 	})
+	t.Run("diverted: this binary as upstream's name, upstream beside it as .distrib", func(t *testing.T) {
+		bin := fakeSelf(t)
+		t.Setenv(EnvDelegate, "")
+		// /proc/self/exe names BinaryName itself, as when dpkg-divert put
+		// upstream's aside and ours in its place.
+		if err := os.Rename(filepath.Join(bin, "robust"), filepath.Join(bin, BinaryName)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(selfExe); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join(bin, BinaryName), selfExe); err != nil {
+			t.Fatal(err)
+		}
+		writeExe(t, filepath.Join(bin, DivertedName))
+		other := t.TempDir()
+		writeExe(t, filepath.Join(other, BinaryName))
+		t.Setenv("PATH", other)
+		if got, err := Find(); err != nil || got != filepath.Join(bin, DivertedName) {
+			t.Fatalf("Find() = %q, %v", got, err)
+		}
+	})
+	t.Run("diverted on PATH: its .distrib before later PATH entries", func(t *testing.T) {
+		bin := fakeSelf(t)
+		t.Setenv(EnvDelegate, "")
+		usr := t.TempDir()
+		if err := os.Link(filepath.Join(bin, "robust"), filepath.Join(usr, BinaryName)); err != nil {
+			t.Fatal(err)
+		}
+		writeExe(t, filepath.Join(usr, DivertedName))
+		later := t.TempDir()
+		writeExe(t, filepath.Join(later, BinaryName))
+		t.Setenv("PATH", usr+":"+later)
+		if got, err := Find(); err != nil || got != filepath.Join(usr, DivertedName) {
+			t.Fatalf("Find() = %q, %v", got, err)
+		}
+	})
+	t.Run(".distrib beside a candidate that is not this binary: the candidate", func(t *testing.T) {
+		bin := fakeSelf(t)
+		t.Setenv(EnvDelegate, "")
+		writeExe(t, filepath.Join(bin, BinaryName))
+		writeExe(t, filepath.Join(bin, DivertedName))
+		if got, err := Find(); err != nil || got != filepath.Join(bin, BinaryName) {
+			t.Fatalf("Find() = %q, %v", got, err)
+		}
+	})
+	t.Run("diverted but no .distrib: the error names it", func(t *testing.T) {
+		bin := fakeSelf(t)
+		t.Setenv(EnvDelegate, "")
+		if err := os.Link(filepath.Join(bin, "robust"), filepath.Join(bin, BinaryName)); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("PATH", bin)
+		_, err := Find()
+		if err == nil || !strings.Contains(err.Error(), filepath.Join(bin, DivertedName)+" does not exist") {
+			t.Fatalf("error %v", err)
+		}
+	})
+	t.Run("env names this binary under upstream's name: refused, .distrib not tried", func(t *testing.T) {
+		bin := fakeSelf(t)
+		if err := os.Link(filepath.Join(bin, "robust"), filepath.Join(bin, BinaryName)); err != nil {
+			t.Fatal(err)
+		}
+		writeExe(t, filepath.Join(bin, DivertedName))
+		t.Setenv(EnvDelegate, filepath.Join(bin, BinaryName))
+		if _, err := Find(); err == nil || !strings.Contains(err.Error(), "is this binary") {
+			t.Fatalf("error %v", err)
+		}
+	})
 	t.Run("none: one line naming where it looked", func(t *testing.T) {
 		bin := fakeSelf(t)
 		t.Setenv(EnvDelegate, "")
@@ -175,5 +244,21 @@ echo "stdin=$(cat)"
 	}
 	if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); len(lines) != 1 || !strings.Contains(lines[0], "is this binary") {
 		t.Errorf("want one line saying it will not exec itself, got:\n%s", out)
+	}
+
+	// Diverted: upstream's (the script) beside it as .distrib, as
+	// dpkg-divert --local --rename leaves it; nothing on PATH.
+	if err := os.WriteFile(filepath.Join(alone, DivertedName), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd = exec.Command(asUpstream, "-namespace", "ns", "-id", "c1", "start")
+	cmd.Env = []string{"PATH=/nonexistent"}
+	cmd.Stdin = strings.NewReader("")
+	out, err = cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("diverted start: %v\n%s", err, out)
+	}
+	if want := "argv0=" + filepath.Join(alone, DivertedName) + "\n"; !bytes.Contains(out, []byte(want)) {
+		t.Errorf("diverted: delegate output lacks %q:\n%s", want, out)
 	}
 }

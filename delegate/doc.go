@@ -10,7 +10,10 @@
 // containerd-shim-runc-v2 on $PATH (containerd's PATH: its environment
 // reaches its shims). A candidate that is this very binary (same file as
 // /proc/self/exe) is skipped: our binary may be installed under upstream's
-// name, and must never exec itself.
+// name, and must never exec itself. Where that candidate is named
+// containerd-shim-runc-v2, containerd-shim-runc-v2.distrib in the same
+// directory (DivertedName: where `dpkg-divert --local --rename`, and so
+// `install --replace-shim-binary`, moves upstream's binary) is tried next.
 //
 // It never parses the shim's flags, never reads a task directory and never
 // runs anything but the delegate.

@@ -17,6 +17,20 @@
 //     the CRI plugin table as the files before it set it, plus our runtime;
 //   - the state directory (<host-root>/var/lib/containerd-shim-runc-v2-robust/install):
 //     what install wrote, so that uninstall and a repeated install know;
+//   - with --replace-shim-binary (--mode default only: a RuntimeClass is
+//     an opt-in per pod, the replaced binary serves every runc v2 task,
+//     so with --mode runtime-class it is refused): on a Debian-family
+//     host (dpkg-divert in the host's root), `dpkg-divert --local
+//     --rename --divert <path>.distrib --add <path>` of upstream's binary
+//     (--upstream-shim, /usr/bin/containerd-shim-runc-v2 as containerd's
+//     package puts it; run with --root <host-root> under --host-root),
+//     our binary (--shim-path's bytes) written beside it and renamed into
+//     its place (mode 0755), then `<path> -v` checked to name
+//     <path>.distrib as its delegate (delegate.DivertedName); ctr,
+//     nerdctl and Docker then run us too. Recorded in the state
+//     directory; uninstall removes ours and the diversion (upstream's
+//     binary renamed back: same bytes, same mode); any failure does so
+//     too;
 //   - restarting containerd (`systemctl restart containerd`, through the
 //     host's mount namespace with --host-root) and checking that it
 //     answers on its socket, that `containerd config dump` shows the
@@ -25,8 +39,7 @@
 //
 // What it never does: edit a table of containerd's main file (only the
 // top-level `imports` line), touch a file it did not write or back up,
-// remove upstream's shim, or restart containerd when nothing changed or
-// with --no-restart / --dry-run. --replace-shim-binary (a dpkg-divert of
-// upstream's binary) is refused where there is no dpkg, and is not
-// implemented yet elsewhere either (it says so).
+// remove upstream's shim (a diversion only renames it), divert a file
+// diverted already or whose .distrib exists, or restart containerd when
+// nothing changed or with --no-restart / --dry-run.
 package install

@@ -45,9 +45,18 @@ const (
 
 // Options are install's and uninstall's flags.
 type Options struct {
-	Mode              Mode
-	Handler           string
+	Mode    Mode
+	Handler string
+	// ReplaceShimBinary also serves non-CRI clients: UpstreamShim is
+	// dpkg-diverted (renamed to delegate.DivertedName beside it) and our
+	// binary (ShimPath's bytes) put in its place. --mode default only.
 	ReplaceShimBinary bool
+	// UpstreamShim is upstream's binary as the host names it (default
+	// DefaultUpstreamShim); its name must be delegate.BinaryName.
+	UpstreamShim string
+	// DpkgDivert is this process's dpkg-divert (PATH looked up), run
+	// with --root HostRoot under --host-root.
+	DpkgDivert string
 	// Config is containerd's main file as the host names it.
 	Config string
 	// HostRoot is where the host's root is mounted ("/" on the host).
@@ -98,6 +107,12 @@ func (o *Options) defaults() {
 	if o.Timeout == 0 {
 		o.Timeout = DefaultTimeout
 	}
+	if o.UpstreamShim == "" {
+		o.UpstreamShim = DefaultUpstreamShim
+	}
+	if o.DpkgDivert == "" {
+		o.DpkgDivert = "dpkg-divert"
+	}
 	if o.Stdout == nil {
 		o.Stdout = io.Discard
 	}
@@ -124,6 +139,10 @@ type state struct {
 	MainWritten string `json:"main_written_sha256,omitempty"` // "" when the main file was not edited
 	DropIn      string `json:"dropin"`
 	CreatedDir  string `json:"created_dir,omitempty"`
+	// Diverted is upstream's binary that --replace-shim-binary diverted
+	// (to delegate.DivertedName beside it); "" when none.
+	Diverted    string `json:"diverted,omitempty"`
+	ShimWritten string `json:"shim_written_sha256,omitempty"` // our bytes at Diverted
 }
 
 const (
@@ -339,10 +358,18 @@ func (o *Options) dumpedRuncOptions(ctx context.Context, name string) map[string
 }
 
 func (o *Options) run(ctx context.Context, argv ...string) ([]byte, error) {
+	return o.runEnv(ctx, nil, argv...)
+}
+
+// runEnv is run with env added to this process's environment.
+func (o *Options) runEnv(ctx context.Context, env []string, argv ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	var stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {

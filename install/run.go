@@ -23,17 +23,18 @@ type Result struct {
 }
 
 // Install puts our shim into containerd's configuration (see the package
-// doc). An error wrapping ErrConfig: nothing was changed. Any other error
-// after files were written: they were put back (and containerd restarted
-// again unless NoRestart); the error says what failed and whether the
-// roll-back did.
+// doc) and, with ReplaceShimBinary, our binary in place of upstream's by a
+// dpkg-divert. An error wrapping ErrConfig or ErrReplaceShimBinary:
+// nothing was changed. Any other error after files were written: they
+// were put back (the diversion removed, upstream's binary back, and
+// containerd restarted again unless NoRestart); the error says what failed
+// and whether the roll-back did.
 func Install(ctx context.Context, o Options) (*Result, error) {
 	o.defaults()
 	if o.ReplaceShimBinary {
-		if _, err := os.Stat(o.host("/usr/bin/dpkg-divert")); err != nil {
-			return nil, fmt.Errorf("%w: refused: no dpkg-divert on this host (Debian-family hosts only)", ErrReplaceShimBinary)
+		if err := o.canReplace(); err != nil {
+			return nil, err
 		}
-		return nil, fmt.Errorf("%w: not implemented yet: use --mode default (CRI) and the README's hand steps for ctr, nerdctl and Docker", ErrReplaceShimBinary)
 	}
 	st, orig, err := o.readState()
 	if err != nil {
@@ -41,6 +42,9 @@ func Install(ctx context.Context, o Options) (*Result, error) {
 	}
 	if st != nil && st.Main != o.Config {
 		return nil, fmt.Errorf("%w: installed for %s already: uninstall first", ErrConfig, st.Main)
+	}
+	if st != nil && st.Diverted != "" && o.Mode != ModeDefault {
+		return nil, fmt.Errorf("%w: installed with --replace-shim-binary (%s diverted): --mode %s needs uninstall first", ErrReplaceShimBinary, st.Diverted, o.Mode)
 	}
 	cv, err := o.containerdVersion(ctx)
 	if err != nil {
@@ -50,9 +54,16 @@ func Install(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	var d *divertPlan
+	if o.ReplaceShimBinary {
+		if d, err = o.planDivert(ctx, st); err != nil {
+			return nil, err
+		}
+	}
 	res := &Result{}
 	mainChanged := string(p.MainAfter) != string(p.MainBefore)
 	dropChanged := p.DropInOld == nil || string(p.DropInOld) != string(p.DropInData)
+	divChanged := d != nil && d.Write
 	if o.DryRun {
 		fmt.Fprintf(o.Stdout, "containerd %s, configuration version %d, CRI plugin %s\n", cv, p.Version, p.Plugin)
 		if mainChanged {
@@ -61,12 +72,21 @@ func Install(ctx context.Context, o Options) (*Result, error) {
 		if dropChanged {
 			fmt.Fprintf(o.Stdout, "--- would write %s:\n%s\n", p.DropIn, p.DropInData)
 		}
-		if !mainChanged && !dropChanged {
+		switch {
+		case divChanged && d.Add:
+			fmt.Fprintf(o.Stdout, "--- would run dpkg-divert --local --rename --divert %s --add %s, and copy %s to %s\n", diverted(d.Path), d.Path, o.ShimPath, d.Path)
+		case divChanged:
+			fmt.Fprintf(o.Stdout, "--- would copy %s to %s (diverted already)\n", o.ShimPath, d.Path)
+		}
+		if !mainChanged && !dropChanged && !divChanged {
 			fmt.Fprintln(o.Stdout, "installed already: nothing to write")
 		}
 		return res, nil
 	}
-	if !mainChanged && !dropChanged {
+	if st != nil && st.Diverted != "" && d == nil {
+		fmt.Fprintf(o.Stdout, "%s stays diverted (an earlier install --replace-shim-binary): uninstall removes it\n", st.Diverted)
+	}
+	if !mainChanged && !dropChanged && !divChanged {
 		fmt.Fprintf(o.Stdout, "installed already (%s): nothing changed\n", p.DropIn)
 		return res, nil
 	}
@@ -77,6 +97,7 @@ func Install(ctx context.Context, o Options) (*Result, error) {
 		if st.MainWritten != "" {
 			ns.MainWritten = st.MainWritten
 		}
+		ns.Diverted, ns.ShimWritten = st.Diverted, st.ShimWritten
 	}
 	if mainChanged {
 		ns.MainWritten = sum(p.MainAfter)
@@ -84,22 +105,21 @@ func Install(ctx context.Context, o Options) (*Result, error) {
 			orig = p.MainBefore
 		}
 	}
+	if divChanged {
+		ns.Diverted, ns.ShimWritten = d.Path, sum(d.Data)
+	}
 	if err := o.writeState(ns, orig); err != nil {
 		return nil, err
 	}
 	undo := func() error {
 		var errs []error
-		if mainChanged {
-			errs = append(errs, writeFileAtomic(o.host(p.Main), p.MainBefore, p.MainMode))
+		if divChanged {
+			if err := o.undoDivert(ctx, d); err != nil {
+				// Keep the state: uninstall removes the diversion.
+				return errors.Join(fmt.Errorf("removing the diversion of %s: %w (uninstall removes it)", d.Path, err), o.undoConfig(p, mainChanged))
+			}
 		}
-		if p.DropInOld != nil {
-			errs = append(errs, writeFileAtomic(o.host(p.DropIn), p.DropInOld, 0o644))
-		} else if err := os.Remove(o.host(p.DropIn)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, err)
-		}
-		if p.DirToMake != "" {
-			_ = os.Remove(o.host(p.DirToMake))
-		}
+		errs = append(errs, o.undoConfig(p, mainChanged))
 		if st == nil {
 			errs = append(errs, os.RemoveAll(o.host(o.StateDir)))
 		} else {
@@ -107,25 +127,41 @@ func Install(ctx context.Context, o Options) (*Result, error) {
 		}
 		return errors.Join(errs...)
 	}
-	if p.DirToMake != "" {
-		if err := os.MkdirAll(o.host(p.DirToMake), 0o755); err != nil {
-			return nil, errors.Join(err, undo())
+	if mainChanged || dropChanged {
+		if p.DirToMake != "" {
+			if err := os.MkdirAll(o.host(p.DirToMake), 0o755); err != nil {
+				return nil, errors.Join(err, undo())
+			}
+		}
+		if err := writeFileAtomic(o.host(p.DropIn), p.DropInData, 0o644); err != nil {
+			return nil, errors.Join(fmt.Errorf("writing %s: %w", p.DropIn, err), undo())
+		}
+		res.Files = append(res.Files, p.DropIn)
+		if mainChanged {
+			if err := writeFileAtomic(o.host(p.Main), p.MainAfter, p.MainMode); err != nil {
+				return nil, errors.Join(fmt.Errorf("writing %s: %w", p.Main, err), undo())
+			}
+			res.Files = append(res.Files, p.Main)
 		}
 	}
-	if err := writeFileAtomic(o.host(p.DropIn), p.DropInData, 0o644); err != nil {
-		return nil, errors.Join(fmt.Errorf("writing %s: %w", p.DropIn, err), undo())
-	}
-	res.Files = append(res.Files, p.DropIn)
-	if mainChanged {
-		if err := writeFileAtomic(o.host(p.Main), p.MainAfter, p.MainMode); err != nil {
-			return nil, errors.Join(fmt.Errorf("writing %s: %w", p.Main, err), undo())
+	var checkErr error
+	if divChanged {
+		if err := o.applyDivert(ctx, d); err != nil {
+			return nil, errors.Join(fmt.Errorf("replacing %s: %w", d.Path, err), undo())
 		}
-		res.Files = append(res.Files, p.Main)
+		res.Files = append(res.Files, d.Path)
+		if d.Add {
+			res.Files = append(res.Files, diverted(d.Path))
+		}
+		checkErr = o.checkDivert(ctx, d.Path)
 	}
 	res.Changed = true
 	fmt.Fprintf(o.Stdout, "wrote %v (containerd %s, configuration version %d, CRI plugin %s, mode %s)\n", res.Files, cv, p.Version, p.Plugin, o.Mode)
-	if err := o.check(ctx, p, false); err != nil {
-		e := fmt.Errorf("checking the written configuration: %w", err)
+	if checkErr == nil {
+		checkErr = o.check(ctx, p, false)
+	}
+	if checkErr != nil {
+		e := fmt.Errorf("checking what was written: %w", checkErr)
 		uerr := undo()
 		if uerr == nil && !o.NoRestart {
 			uerr = o.restart(ctx)
@@ -137,6 +173,23 @@ func Install(ctx context.Context, o Options) (*Result, error) {
 	}
 	res.Restarted = !o.NoRestart
 	return res, nil
+}
+
+// undoConfig puts containerd's files back as plan found them.
+func (o *Options) undoConfig(p *Plan, mainChanged bool) error {
+	var errs []error
+	if mainChanged {
+		errs = append(errs, writeFileAtomic(o.host(p.Main), p.MainBefore, p.MainMode))
+	}
+	if p.DropInOld != nil {
+		errs = append(errs, writeFileAtomic(o.host(p.DropIn), p.DropInOld, 0o644))
+	} else if err := os.Remove(o.host(p.DropIn)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	if p.DirToMake != "" {
+		_ = os.Remove(o.host(p.DirToMake))
+	}
+	return errors.Join(errs...)
 }
 
 // check validates the written configuration (config dump shows the
@@ -246,9 +299,11 @@ func (o *Options) writeState(s *state, orig []byte) error {
 	return writeFileAtomic(filepath.Join(dir, stateFile), b, 0o600)
 }
 
-// Uninstall removes what Install wrote: the drop-in, and the main file's
-// original bytes put back when install edited it and nobody changed it
-// since (else it is left, and the error names it). Not installed: nothing
+// Uninstall removes what Install wrote: our binary at a diverted
+// upstream's path and the diversion (upstream's binary renamed back), the
+// drop-in, and the main file's original bytes put back when install
+// edited it and nobody changed it since (else it is left, and the error
+// names it; so is our binary when changed since). Not installed: nothing
 // to do. Then, unless NoRestart, containerd is restarted and checked.
 func Uninstall(ctx context.Context, o Options) (*Result, error) {
 	o.defaults()
@@ -276,12 +331,34 @@ func Uninstall(ctx context.Context, o Options) (*Result, error) {
 			return nil, fmt.Errorf("%s changed since install: left as it is (remove %s from its imports by hand, then run uninstall again)", st.Main, st.DropIn)
 		}
 	}
+	var undivert bool
+	if st.Diverted != "" {
+		ours, _, err := o.diversion(ctx, st.Diverted)
+		if err != nil {
+			return nil, err
+		}
+		if ours {
+			if cur, err := os.ReadFile(o.host(st.Diverted)); err == nil && sum(cur) != st.ShimWritten {
+				return nil, fmt.Errorf("%s changed since install: left as it is, diverted (move it away, then run uninstall again)", st.Diverted)
+			}
+			undivert = true
+		}
+	}
 	if o.DryRun {
+		if undivert {
+			fmt.Fprintf(o.Stdout, "would remove our %s and run dpkg-divert --local --rename --divert %s --remove %s (upstream's binary back)\n", st.Diverted, diverted(st.Diverted), st.Diverted)
+		}
 		fmt.Fprintf(o.Stdout, "would remove %s\n", st.DropIn)
 		if restore {
 			fmt.Fprintf(o.Stdout, "would put back %s as it was before install\n", st.Main)
 		}
 		return res, nil
+	}
+	if undivert {
+		if err := o.removeDiversion(ctx, st.Diverted); err != nil {
+			return res, fmt.Errorf("removing the diversion of %s: %w", st.Diverted, err)
+		}
+		res.Files = append(res.Files, st.Diverted)
 	}
 	if restore {
 		if err := writeFileAtomic(o.host(st.Main), orig, fs.FileMode(st.MainMode)); err != nil {
