@@ -10,7 +10,10 @@
 # service and timer (contrib/systemd, ExecStart pointed at /usr/bin)
 # installed and never enabled, and the docs with contrib/kubernetes as
 # examples. It never edits containerd's configuration: `install` is the
-# operator's command. Its prerm disables the gc units when removed.
+# operator's command. Its prerm disables the gc units when removed under a
+# running systemd; its postrm removes the *.wants symlinks an operator's
+# `systemctl enable` left (a remove or purge without systemd: a chroot, an
+# image build), so no link names a unit that is gone (tests/deb).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -113,7 +116,20 @@ if [ "\$1" = remove ] && command -v systemctl >/dev/null 2>&1 && [ -d /run/syste
 fi
 exit 0
 EOF
-	chmod 0755 "$root/DEBIAN/prerm"
+	cat >"$root/DEBIAN/postrm" <<EOF
+#!/bin/sh
+set -e
+if [ "\$1" = remove ] || [ "\$1" = purge ]; then
+	for l in /etc/systemd/system/*.wants/containerd-shim-robust-gc.service /etc/systemd/system/*.wants/containerd-shim-robust-gc.timer; do
+		if [ -L "\$l" ]; then rm -f "\$l"; fi
+	done
+	if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+		systemctl daemon-reload >/dev/null 2>&1 || true
+	fi
+fi
+exit 0
+EOF
+	chmod 0755 "$root/DEBIAN/prerm" "$root/DEBIAN/postrm"
 	deb="$OUT/${NAME}_${DEBVERSION}_$arch.deb"
 	dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >/dev/null
 	# The package as built: fields, and files where they belong.
