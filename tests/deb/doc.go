@@ -17,14 +17,13 @@
 //
 // It owns: the install (binary static and runnable, gc service and timer
 // present and not enabled, docs, status "install ok installed",
-// /etc/containerd untouched), a second install over itself, an upgrade (the
-// same package with a higher version), the purge
-// (every file of `dpkg -L` gone, nothing in /var/lib/dpkg/info, nothing
-// left in the upper dir but dpkg's own bookkeeping), a purge without
-// systemd after the operator enabled the gc timer (no link left), and
-// that mutated
-// packages (a postinst that enables the timer, one that leaves a file
-// after purge, one that edits /etc/containerd, a prerm that needs
-// systemd) are caught. It never skips: no root, no unshare, nsenter,
-// overlayfs or dpkg, or no .deb is a failure.
+// /etc/containerd untouched), a second install over itself, an upgrade
+// (the same package with a higher version), the purge (every file of
+// `dpkg -L` gone, nothing in /var/lib/dpkg/info, nothing left in the upper
+// dir but dpkg's own bookkeeping), a purge without systemd after the
+// operator enabled the gc timer (no link left), and that mutated packages
+// (a postinst that enables the timer, one that leaves a file after purge,
+// one that edits /etc/containerd, a prerm that needs systemd) are caught.
+// It never skips: no root, no unshare, nsenter, overlayfs or dpkg, or no
+// .deb is a failure.
 package deb
