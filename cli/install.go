@@ -34,6 +34,7 @@ func RunInstall(ctx context.Context, args []string, uninstall bool, stdout, stde
 	fs.StringVar(&o.HostRoot, "host-root", "/", "where the host's root is mounted (a DaemonSet's hostPath)")
 	fs.BoolVar(&o.DryRun, "dry-run", false, "print the files it would write; change nothing")
 	fs.BoolVar(&o.NoRestart, "no-restart", false, "write the files but do not restart containerd")
+	fs.BoolVar(&o.NoContainerCheck, "no-container-check", false, "after the restart, do not check that a container starts with --shim-path (containerd's ctr run in namespace "+install.CheckNamespace+")")
 	fs.StringVar(&o.ShimPath, "shim-path", install.DefaultShimPath, "this binary as the host names it (written as runtime_path)")
 	fs.StringVar(&o.Containerd, "containerd", "containerd", "containerd's binary on the host (for --version and config dump)")
 	fs.StringVar(&o.Address, "address", install.DefaultAddress, "containerd's socket (the host's path), checked after the restart")

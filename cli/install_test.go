@@ -31,3 +31,15 @@ func TestInstallReplaceShimBinaryRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestInstallNoContainerCheckFlag: install's usage offers the way to skip
+// the container check that its failure message names.
+func TestInstallNoContainerCheckFlag(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := RunInstall(context.Background(), []string{"-h"}, false, &stdout, &stderr); code != ExitOK {
+		t.Fatalf("install -h: exit %d", code)
+	}
+	if !strings.Contains(stderr.String(), "-no-container-check") {
+		t.Errorf("install -h does not offer -no-container-check:\n%s", stderr.String())
+	}
+}

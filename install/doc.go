@@ -34,8 +34,18 @@
 //   - restarting containerd (`systemctl restart containerd`, through the
 //     host's mount namespace with --host-root) and checking that it
 //     answers on its socket, that `containerd config dump` shows the
-//     runtime, and that our binary finds its delegate; on any failure
-//     every file is put back and containerd restarted again.
+//     runtime, that our binary finds its delegate and (unless
+//     --no-container-check) that a container starts with it: containerd's
+//     own ctr (beside --containerd, else on PATH; in the host's root) runs
+//     a throwaway container in namespace robust-install-check with
+//     `--runtime <shim-path>` from a rootfs directory whose only file is a
+//     copy of our static binary run as `-h` (no image, no snapshot),
+//     bounded by 30 s, then removes container, task and namespace. The
+//     same command on 1.6, 1.7 and 2.x. A CRI handler is not selectable
+//     from ctr: in runtime-class mode the check runs our binary with
+//     default runc options, the handler's options are checked by config
+//     dump only. No ctr: the check fails saying so. On any failure every
+//     file is put back and containerd restarted again.
 //
 // What it never does: edit a table of containerd's main file (only the
 // top-level `imports` line), touch a file it did not write or back up,

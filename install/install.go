@@ -63,6 +63,9 @@ type Options struct {
 	HostRoot  string
 	DryRun    bool
 	NoRestart bool
+	// NoContainerCheck skips the check that a container starts with
+	// ShimPath (ctr run, see CtrRunArgs) after the restart.
+	NoContainerCheck bool
 	// ShimPath is our binary as the host names it.
 	ShimPath string
 	// Containerd is containerd's binary (host's name; PATH looked up).

@@ -194,7 +194,8 @@ func (o *Options) undoConfig(p *Plan, mainChanged bool) error {
 
 // check validates the written configuration (config dump shows the
 // runtime) and, unless NoRestart, restarts containerd and checks it
-// answers and our binary finds its delegate.
+// answers, our binary finds its delegate and, unless NoContainerCheck, a
+// container starts with it (containerStarts).
 func (o *Options) check(ctx context.Context, p *Plan, removed bool) error {
 	m, err := o.dump(ctx)
 	if err != nil {
@@ -215,6 +216,11 @@ func (o *Options) check(ctx context.Context, p *Plan, removed bool) error {
 	if !removed {
 		if _, err := o.run(ctx, o.onHost(o.ShimPath, "-v")...); err != nil {
 			return fmt.Errorf("our shim finds no delegate: %w", err)
+		}
+		if !o.NoContainerCheck {
+			if err := o.containerStarts(ctx); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

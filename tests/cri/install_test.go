@@ -207,6 +207,21 @@ func (r *restarter) count() int { r.mu.Lock(); defer r.mu.Unlock(); return r.res
 
 func (r *restarter) arm(n int) { r.mu.Lock(); r.broken = n; r.mu.Unlock() }
 
+// noCheckNamespace fails when install's container check left its
+// namespace (install.CheckNamespace) in d.
+func noCheckNamespace(t *testing.T, d *Daemon) {
+	t.Helper()
+	out, err := exec.Command("ctr", "--address", d.Address, "namespaces", "ls", "-q").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ctr namespaces ls: %v: %s", err, out)
+	}
+	for _, ns := range strings.Fields(string(out)) {
+		if ns == "robust-install-check" {
+			t.Errorf("install's container check left its namespace %s", ns)
+		}
+	}
+}
+
 func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", " | ") }
 
 // snapshot is every file under dir (the main file and the conf.d directory
@@ -365,9 +380,16 @@ func installLine(t *testing.T, du daemonUnderTest) {
 	for _, mode := range []string{"runtime-class", "default"} {
 		t.Run(mode, func(t *testing.T) {
 			n0 := r.count()
-			if _, err := run(t, 90*time.Second, "install", "--mode", mode); err != nil {
+			out, err := run(t, 90*time.Second, "install", "--mode", mode)
+			if err != nil {
 				t.Fatalf("install --mode %s: %v", mode, err)
 			}
+			// install's own container check ran (ctr run with our binary
+			// as the shim) and passed.
+			if want := "checked: a container ran with " + ours; !strings.Contains(out, want) {
+				t.Errorf("install --mode %s does not say %q:\n%s", mode, want, out)
+			}
+			noCheckNamespace(t, d)
 			if r.count() != n0+1 {
 				t.Fatalf("install restarted containerd %d times, want 1", r.count()-n0)
 			}
@@ -530,6 +552,49 @@ func installLine(t *testing.T, du daemonUnderTest) {
 		if _, err := d.Runtime().Status(ctx, &runtimeapi.StatusRequest{}); err != nil {
 			t.Fatalf("CRI status after the roll-back: %v", err)
 		}
+	})
+
+	// Our binary cannot start a container (the delegate it execs, this
+	// daemon's private copy of upstream's shim, fails every command but
+	// -v): containerd answers and config dump shows our runtime, only
+	// install's container check can see it. install exits non-zero naming
+	// that check and rolls back.
+	t.Run("no container starts", func(t *testing.T) {
+		real := delegateBin + ".real"
+		if err := os.Rename(delegateBin, real); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := os.Rename(real, delegateBin); err != nil {
+				t.Fatalf("putting the delegate back: %v", err)
+			}
+		}()
+		script := fmt.Sprintf("#!/bin/sh\ncase \"$1\" in -v|--version) exec %s \"$@\";; esac\necho 'broken delegate (TestInstall)' >&2\nexit 1\n", real)
+		if err := os.WriteFile(delegateBin, []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(delegateBin)
+		n0 := r.count()
+		out, err := run(t, 90*time.Second, "install", "--mode", "runtime-class")
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() == 0 {
+			t.Fatalf("install with a shim that starts no container: %v, want a non-zero exit: %s", err, out)
+		}
+		if !strings.Contains(out, "no container starts with "+ours) {
+			t.Errorf("install's message does not name the container check: %s", out)
+		}
+		if !strings.Contains(out, "rolled back") || strings.Contains(out, "roll-back FAILED") {
+			t.Errorf("install's message does not say it rolled back: %s", out)
+		}
+		if r.count() != n0+2 {
+			t.Errorf("containerd restarted %d times, want 2 (install's, the roll-back's)", r.count()-n0)
+		}
+		if diff := diffSnapshots(before, snapshotConfig(t, d, stateDir)); len(diff) > 0 {
+			t.Fatalf("after the roll-back: %v", diff)
+		}
+		if !d.Running() || d.Runtime() == nil {
+			t.Fatalf("containerd is not serving after the roll-back")
+		}
+		noCheckNamespace(t, d)
 	})
 	t.Logf("install figures: containerd %s in %s", d.Version, time.Since(lineStart).Round(time.Second))
 }
